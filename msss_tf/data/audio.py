@@ -1,0 +1,286 @@
+"""Reading audio files: decode, mix to mono, resample, check, and record what was skipped.
+
+Every loader in `msss_tf.data` reads audio through `load_audio`, so one set of checks decides
+what counts as usable audio. A file that fails a check raises `AudioError`, whose `reason` is
+a short machine-friendly string; callers that walk a corpus catch it, record the file in a
+`SkipReport`, and go on.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import threading
+from typing import Dict, List, Tuple
+
+import numpy as np
+import scipy.signal
+import soundfile as sf
+
+# Lowercase; matched case-insensitively. All are read by libsndfile through soundfile.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
+
+# A clip whose peak is below this (-100 dBFS) carries no signal worth learning from.
+SILENCE_PEAK = 1e-5
+
+# Skip reasons, in the order `load_audio` checks them.
+REASONS = (
+    "not_found",
+    "permission_denied",
+    "unreadable",
+    "empty",
+    "non_finite",
+    "too_short",
+    "silent",
+)
+
+
+class AudioError(ValueError):
+    """A file that is not usable audio.
+
+    Attributes:
+      path: the file, as given to the loader.
+      reason: a short machine-friendly reason, one of `REASONS` (e.g. "unreadable", "silent").
+      detail: a human-readable explanation (may be empty).
+    """
+
+    def __init__(self, path: str, reason: str, detail: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+        message = f"{self.path}: {reason}"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message)
+
+    def __reduce__(self):
+        # The default pickling passes only the message back to __init__.
+        return (AudioError, (self.path, self.reason, self.detail))
+
+
+def _open_error(path: str, error: Exception) -> AudioError:
+    """Maps an exception raised while opening `path` to an `AudioError` with a reason."""
+    if not os.path.exists(path):
+        return AudioError(path, "not_found", "no such file")
+    if isinstance(error, PermissionError) or not os.access(path, os.R_OK):
+        return AudioError(path, "permission_denied", "cannot read the file")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return AudioError(path, "empty", "zero-byte file")
+    # libsndfile reports corrupt files, truncated headers and non-audio files alike.
+    return AudioError(path, "unreadable", str(error).strip() or type(error).__name__)
+
+
+# soundfile raises LibsndfileError (a RuntimeError) for most failures, but TypeError or
+# ValueError for some malformed headers, and OSError subclasses for file-system errors.
+_READ_ERRORS = (RuntimeError, TypeError, ValueError, OSError, EOFError, MemoryError)
+
+
+def read_audio_info(path: str):
+    """Reads only the header of `path`, without decoding samples.
+
+    Args:
+      path: an audio file.
+
+    Returns:
+      The `soundfile.info` object (fields `samplerate`, `channels`, `frames`, `duration`).
+
+    Raises:
+      AudioError: reason "not_found", "permission_denied", "unreadable" (not audio, or a
+        corrupt header) or "empty" (the header declares zero frames).
+    """
+    try:
+        info = sf.info(path)
+    except _READ_ERRORS as e:
+        raise _open_error(path, e) from e
+    if info.frames == 0:
+        raise AudioError(path, "empty", "the file holds no samples")
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(path, "unreadable", f"bad header: {info.samplerate} Hz, "
+                         f"{info.channels} channels")
+    return info
+
+
+def resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Resamples a mono waveform by the exact rational factor target_rate / source_rate.
+
+    Args:
+      waveform: float32 [n].
+      source_rate: the rate `waveform` was sampled at, in Hz.
+      target_rate: the wanted rate, in Hz.
+
+    Returns:
+      float32 [ceil(n * target_rate / source_rate)].
+    """
+    if source_rate == target_rate:
+        return waveform
+    g = math.gcd(int(source_rate), int(target_rate))
+    # resample_poly low-pass filters (Kaiser window) before decimating: no aliasing.
+    out = scipy.signal.resample_poly(waveform, target_rate // g, source_rate // g)
+    return out.astype(np.float32, copy=False)
+
+
+def load_audio(path: str, sample_rate: int = 16000, min_samples: int = 160) -> np.ndarray:
+    """Reads an audio file as a checked mono waveform at `sample_rate`.
+
+    Any format libsndfile reads is accepted (WAV with 8/16/24/32-bit integer or float samples,
+    FLAC, OGG Vorbis/Opus, AIFF, ...). Channels are averaged to mono and the result is
+    resampled with `scipy.signal.resample_poly`.
+
+    Args:
+      path: the audio file.
+      sample_rate: the output sample rate in Hz.
+      min_samples: the fewest samples (after resampling) a usable clip has.
+
+    Returns:
+      float32 [n] with n >= min_samples, finite, peak absolute value in [1e-5, 1].
+
+    Raises:
+      AudioError: with `reason` one of "not_found", "permission_denied", "unreadable",
+        "empty", "non_finite", "too_short" or "silent".
+    """
+    try:
+        data, source_rate = sf.read(path, dtype="float32", always_2d=True)
+    except _READ_ERRORS as e:
+        raise _open_error(path, e) from e
+    if data.shape[0] == 0:
+        raise AudioError(path, "empty", "the file holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "non_finite", "NaN or Inf samples")
+    waveform = data.mean(axis=1, dtype=np.float32)
+    waveform = resample(waveform, source_rate, sample_rate)
+    if waveform.shape[0] < min_samples:
+        raise AudioError(
+            path, "too_short",
+            f"{waveform.shape[0]} samples at {sample_rate} Hz, fewer than {min_samples}")
+    peak = float(np.max(np.abs(waveform)))
+    if peak < SILENCE_PEAK:
+        raise AudioError(path, "silent", f"peak {peak:.2g} below {SILENCE_PEAK:g}")
+    if peak > 1.0:
+        # Float files (and resampling overshoot) may exceed full scale; the prepared corpus
+        # stores int16, which would clip, so scale the whole clip down instead.
+        waveform = waveform / np.float32(peak)
+    return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def find_audio_files(root: str) -> List[str]:
+    """Lists the audio files under `root`, recursively, in sorted order.
+
+    Files match `AUDIO_EXTENSIONS` case-insensitively. Symlinked directories are not followed
+    (a link back up the tree would loop forever); symlinked files are listed. Directories
+    that cannot be read are skipped.
+
+    Args:
+      root: the directory to search.
+
+    Returns:
+      Sorted list of file paths, each `root` joined with the path below it.
+
+    Raises:
+      FileNotFoundError: `root` does not exist or is not a directory.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"audio directory not found (or not a directory): {root}")
+    found = []
+    # onerror=None: os.walk silently skips directories it cannot list.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in filenames:
+            if name.lower().endswith(AUDIO_EXTENSIONS):
+                found.append(os.path.join(dirpath, name))
+    return sorted(found)
+
+
+class SkipReport:
+    """Collects the files a loader skipped, with the reason for each.
+
+    Thread-safe: parallel decoders in a `tf.data` pipeline share one report. A path is
+    recorded once; adding it again (the next epoch hits the same corrupt file) is a no-op.
+
+    Attributes:
+      seen: how many files the loader looked at (skipped ones included).
+      items: list of (path, reason), in the order they were added.
+    """
+
+    def __init__(self):
+        self.seen = 0
+        self.items: List[Tuple[str, str]] = []
+        self._paths = set()
+        self._lock = threading.Lock()
+
+    def note_seen(self, n: int = 1) -> None:
+        """Counts `n` more files looked at."""
+        with self._lock:
+            self.seen += n
+
+    def add(self, path: str, reason: str) -> bool:
+        """Records that `path` was skipped for `reason`; returns False if it already was."""
+        path = str(path)
+        with self._lock:
+            if path in self._paths:
+                return False
+            self._paths.add(path)
+            self.items.append((path, reason))
+            return True
+
+    def add_error(self, error: AudioError) -> bool:
+        """Records an `AudioError`'s path and reason."""
+        return self.add(error.path, error.reason)
+
+    def __contains__(self, path: str) -> bool:
+        return str(path) in self._paths
+
+    @property
+    def count(self) -> int:
+        """How many files were skipped."""
+        return len(self.items)
+
+    def by_reason(self) -> Dict[str, int]:
+        """Skipped-file counts per reason, most frequent first."""
+        counts = collections.Counter(reason for _, reason in self.items)
+        return dict(counts.most_common())
+
+    def reasons_text(self) -> str:
+        """Counts per reason in words, e.g. "2 unreadable, 1 silent"."""
+        return ", ".join(f"{n} {reason}" for reason, n in self.by_reason().items())
+
+    def summary(self, max_paths: int = 5) -> str:
+        """A human-readable summary: counts per reason, then the first `max_paths` files."""
+        of = f" of {self.seen}" if self.seen else ""
+        line = f"skipped {self.count}{of} files"
+        if self.count:
+            line += ": " + self.reasons_text()
+        lines = [line]
+        lines += [f"  {path}: {reason}" for path, reason in self.items[:max_paths]]
+        if self.count > max_paths:
+            lines.append(f"  ... and {self.count - max_paths} more")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """The JSON form: {"skipped": [{"path", "reason"}, ...], "counts", "total_seen"}."""
+        return {
+            "skipped": [{"path": p, "reason": r} for p, r in self.items],
+            "counts": self.by_reason(),
+            "total_seen": self.seen,
+        }
+
+    def write(self, path: str) -> str:
+        """Writes `to_dict()` as JSON to `path` atomically (temporary file, then rename)."""
+        write_json_atomically(path, self.to_dict())
+        return path
+
+    def __repr__(self) -> str:
+        return f"SkipReport(seen={self.seen}, skipped={self.count}, {self.by_reason()})"
+
+
+def write_json_atomically(path: str, obj: dict) -> None:
+    """Writes `obj` as JSON so a reader sees either the old file or the complete new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
