@@ -1,0 +1,202 @@
+"""The encoder: EfficientNet on one-channel log-mel, pooled over frequency into frames.
+
+The body is EfficientNet (Tan & Le, 2019) block for block as in
+`keras.applications.EfficientNetB0` (the test transfers that model's weights into this
+one and gets the same outputs), with two differences that matter for audio:
+
+* no `Rescaling(1/255)` and `Normalization` stem: log-mel is not an 8-bit image, and the
+  1/255 scaling makes an untrained model emit values near 1e-7;
+* one input channel, and any number of frames (the time axis is dynamic).
+
+`width_coefficient` / `depth_coefficient` give the other members of the family; (1, 1)
+is B0 (about 4.0 M parameters), smaller values give cheaper variants for CPU studies.
+
+Input [batch, frames, n_mels] -> EfficientNet feature map [batch, frames // 32,
+n_mels // 32, 1280] -> pooled over frequency -> [batch, frames // 32, 1280].
+For a 0.96 s segment (96 frames, 64 bands): [batch, 3, 1280], one frame per 320 ms.
+Each of the five stride-2 stages pads (k//2 - 1, k//2) as the reference does for a
+dynamic size, so it halves with floor: a tail shorter than 32 frames adds no frame.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import keras
+from keras import layers
+
+from msss_tf.config import MSSSConfig
+
+# (kernel, repeats, filters_in, filters_out, expand_ratio, strides, se_ratio) per stage.
+B0_STAGES = (
+    (3, 1, 32, 16, 1, 1, 0.25),
+    (3, 2, 16, 24, 6, 2, 0.25),
+    (5, 2, 24, 40, 6, 2, 0.25),
+    (3, 3, 40, 80, 6, 2, 0.25),
+    (5, 3, 80, 112, 6, 1, 0.25),
+    (5, 4, 112, 192, 6, 2, 0.25),
+    (3, 1, 192, 320, 6, 1, 0.25),
+)
+TIME_STRIDE = 32  # five stride-2 stages
+
+# As in the reference implementation.
+CONV_INITIALIZER = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"},
+}
+
+
+@keras.saving.register_keras_serializable(package="msss_tf")
+class FrequencyPooling(layers.Layer):
+    """[batch, time, freq, channels] -> [batch, time, channels] by mean or max over freq."""
+
+    def __init__(self, mode="mean", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("mean", "max"):
+            raise ValueError(f"FrequencyPooling: mode must be 'mean' or 'max', got {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        if self.mode == "mean":
+            return keras.ops.mean(x, axis=2)
+        return keras.ops.max(x, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def round_filters(filters, width_coefficient, divisor=8):
+    """Scales a channel count by the width coefficient, rounded to a multiple of 8."""
+    filters *= width_coefficient
+    new_filters = max(divisor, int(filters + divisor / 2) // divisor * divisor)
+    if new_filters < 0.9 * filters:  # never round down by more than 10 %
+        new_filters += divisor
+    return int(new_filters)
+
+
+def round_repeats(repeats, depth_coefficient):
+    return int(math.ceil(depth_coefficient * repeats))
+
+
+def _same_pad(kernel_size):
+    # TF "SAME" padding for stride 2 on even sizes, made explicit as in the reference.
+    return ((kernel_size // 2 - 1, kernel_size // 2), (kernel_size // 2 - 1, kernel_size // 2))
+
+
+def _mbconv_block(
+    inputs, name, filters_in, filters_out, kernel_size, strides, expand_ratio, se_ratio, drop_rate
+):
+    """Inverted residual block with squeeze-and-excitation (MBConv)."""
+    filters = filters_in * expand_ratio
+    x = inputs
+    if expand_ratio != 1:
+        x = layers.Conv2D(
+            filters, 1, padding="same", use_bias=False,
+            kernel_initializer=CONV_INITIALIZER, name=f"{name}expand_conv",
+        )(x)
+        x = layers.BatchNormalization(name=f"{name}expand_bn")(x)
+        x = layers.Activation("swish", name=f"{name}expand_activation")(x)
+    if strides == 2:
+        x = layers.ZeroPadding2D(_same_pad(kernel_size), name=f"{name}dwconv_pad")(x)
+        conv_pad = "valid"
+    else:
+        conv_pad = "same"
+    x = layers.DepthwiseConv2D(
+        kernel_size, strides=strides, padding=conv_pad, use_bias=False,
+        depthwise_initializer=CONV_INITIALIZER, name=f"{name}dwconv",
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}bn")(x)
+    x = layers.Activation("swish", name=f"{name}activation")(x)
+
+    filters_se = max(1, int(filters_in * se_ratio))
+    se = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}se_squeeze")(x)
+    se = layers.Conv2D(
+        filters_se, 1, padding="same", activation="swish",
+        kernel_initializer=CONV_INITIALIZER, name=f"{name}se_reduce",
+    )(se)
+    se = layers.Conv2D(
+        filters, 1, padding="same", activation="sigmoid",
+        kernel_initializer=CONV_INITIALIZER, name=f"{name}se_expand",
+    )(se)
+    x = layers.multiply([x, se], name=f"{name}se_excite")
+
+    x = layers.Conv2D(
+        filters_out, 1, padding="same", use_bias=False,
+        kernel_initializer=CONV_INITIALIZER, name=f"{name}project_conv",
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}project_bn")(x)
+    if strides == 1 and filters_in == filters_out:
+        if drop_rate > 0:  # stochastic depth: drop the whole residual branch per example
+            x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}drop")(x)
+        x = layers.add([x, inputs], name=f"{name}add")
+    return x
+
+
+def build_efficientnet_body(
+    n_mels=64, width_coefficient=1.0, depth_coefficient=1.0, drop_connect_rate=0.2,
+    name="efficientnet",
+):
+    """EfficientNet feature extractor: [batch, frames, n_mels, 1] -> [b, t', f', 1280*w]."""
+    inputs = keras.Input(shape=(None, n_mels, 1), name="log_mel_image")
+    x = layers.ZeroPadding2D(_same_pad(3), name="stem_conv_pad")(inputs)
+    x = layers.Conv2D(
+        round_filters(32, width_coefficient), 3, strides=2, padding="valid", use_bias=False,
+        kernel_initializer=CONV_INITIALIZER, name="stem_conv",
+    )(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("swish", name="stem_activation")(x)
+
+    total_blocks = float(sum(round_repeats(s[1], depth_coefficient) for s in B0_STAGES))
+    block_index = 0
+    for stage, (kernel, repeats, f_in, f_out, expand, strides, se_ratio) in enumerate(
+        copy.deepcopy(B0_STAGES)
+    ):
+        f_in = round_filters(f_in, width_coefficient)
+        f_out = round_filters(f_out, width_coefficient)
+        for j in range(round_repeats(repeats, depth_coefficient)):
+            x = _mbconv_block(
+                x,
+                name=f"block{stage + 1}{chr(j + 97)}_",
+                filters_in=f_in if j == 0 else f_out,
+                filters_out=f_out,
+                kernel_size=kernel,
+                strides=strides if j == 0 else 1,
+                expand_ratio=expand,
+                se_ratio=se_ratio,
+                drop_rate=drop_connect_rate * block_index / total_blocks,
+            )
+            block_index += 1
+
+    x = layers.Conv2D(
+        round_filters(1280, width_coefficient), 1, padding="same", use_bias=False,
+        kernel_initializer=CONV_INITIALIZER, name="top_conv",
+    )(x)
+    x = layers.BatchNormalization(name="top_bn")(x)
+    x = layers.Activation("swish", name="top_activation")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def build_encoder(config: MSSSConfig, name="encoder") -> keras.Model:
+    """The MSSS encoder: log-mel [batch, frames, n_mels] -> frame features [batch, t', C].
+
+    C is 1280 for B0. t' = frames // 32; 96 frames (0.96 s) give 3 frames.
+    """
+    log_mel = keras.Input(shape=(None, config.n_mels), name="log_mel")
+    image = layers.Reshape((-1, config.n_mels, 1), name="add_channel")(log_mel)
+    body = build_efficientnet_body(
+        n_mels=config.n_mels,
+        width_coefficient=config.width_coefficient,
+        depth_coefficient=config.depth_coefficient,
+        drop_connect_rate=config.drop_connect_rate,
+    )
+    frames = FrequencyPooling(config.frequency_pooling, name="frequency_pooling")(body(image))
+    return keras.Model(log_mel, frames, name=name)
+
+
+def encoder_frames(num_log_mel_frames: int) -> int:
+    """Encoder output frames for a log-mel input of `num_log_mel_frames` frames."""
+    return num_log_mel_frames // TIME_STRIDE
