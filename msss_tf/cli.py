@@ -1,0 +1,273 @@
+"""The `msss-tf` command: one subcommand per job, absl flags for each.
+
+    msss-tf prepare  --audio_dir=DIR --out_dir=DIR      audio folder -> TFRecord shards
+    msss-tf pretrain --data=synthetic|DIR --model_dir=DIR [...]
+    msss-tf demo     [--model_dir=DIR]                  the main job on built-in data
+
+`msss-tf SUBCOMMAND --help` lists that subcommand's flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+from absl import flags
+
+USAGE = __doc__
+
+
+# ----------------------------------------------------------------------------- flags
+def _config_flags(fv: flags.FlagValues) -> None:
+    """Flags that map onto MSSSConfig fields (None: keep the config's value)."""
+    flags.DEFINE_list(
+        "losses", None,
+        "Losses to train with, a subset of clip,frame,pitch (default all three: the "
+        "paper's proposed method; 'clip' alone is COLA).", flag_values=fv)
+    flags.DEFINE_enum(
+        "similarity", None, ["bilinear", "cosine"],
+        "Similarity of the contrastive losses: bilinear a^T W b (default) or cosine / "
+        "temperature (the paper's Table 2 ablation).", flag_values=fv)
+    flags.DEFINE_float("learning_rate", None, "Adam learning rate (default 1e-4, the paper's).",
+                       flag_values=fv)
+    flags.DEFINE_integer("batch_size", None, "Clips per batch (default 1024, the paper's).",
+                         flag_values=fv)
+    flags.DEFINE_integer("seed", None, "Seed of the model initialisation, views and data order.",
+                         flag_values=fv)
+    flags.DEFINE_float("lambda_frame", None, "Weight of the frame loss (default 1.0).",
+                       flag_values=fv)
+    flags.DEFINE_float("lambda_pitch", None, "Weight of the pitch-shift loss (default 1.0).",
+                       flag_values=fv)
+    flags.DEFINE_integer("frame_tau", None,
+                         "Neighbour width tau: frames within tau are frame-loss positives "
+                         "(default 0).", flag_values=fv)
+    flags.DEFINE_enum("frame_positives", None, ["pitch_shifted", "self"],
+                      "Frame-loss positives: the pitch-shifted anchor's frame (paper) or the "
+                      "frame itself in each view (authors' code).", flag_values=fv)
+    flags.DEFINE_enum("pitch_target", None, ["ratio", "semitones"],
+                      "Pitch-loss target: rho - 1 (default) or 12 log2 rho.", flag_values=fv)
+    flags.DEFINE_boolean("share_similarity", None,
+                         "Share one bilinear W between the clip and frame losses.",
+                         flag_values=fv)
+    flags.DEFINE_enum("frequency_pooling", None, ["mean", "max"],
+                      "Pooling of the encoder output over frequency.", flag_values=fv)
+    flags.DEFINE_float("width_coefficient", None,
+                       "EfficientNet width multiplier (1.0 = B0; smaller = cheaper).",
+                       flag_values=fv)
+    flags.DEFINE_float("depth_coefficient", None,
+                       "EfficientNet depth multiplier (1.0 = B0).", flag_values=fv)
+    flags.DEFINE_string("config", None,
+                        "JSON file with MSSSConfig fields to start from (e.g. a run's "
+                        "msss_config.json); the flags above override it.", flag_values=fv)
+    flags.DEFINE_multi_string("set", [],
+                              "Any other MSSSConfig field, as name=value (JSON value); "
+                              "repeatable, e.g. --set=pitch_ratio_min=0.9.", flag_values=fv)
+
+
+_CONFIG_FLAG_NAMES = (
+    "losses", "similarity", "learning_rate", "batch_size", "seed", "lambda_frame",
+    "lambda_pitch", "frame_tau", "frame_positives", "pitch_target", "share_similarity",
+    "frequency_pooling", "width_coefficient", "depth_coefficient",
+)
+
+
+def config_from_flags(fv: flags.FlagValues, base=None):
+    """Builds the MSSSConfig from the flags; returns (config, names the user set)."""
+    import json
+
+    from msss_tf.config import MSSSConfig
+
+    config = base or MSSSConfig()
+    explicit = set()
+    if fv.config:
+        if not os.path.exists(fv.config):
+            raise ValueError(f"--config: no such file {fv.config}")
+        config = MSSSConfig.load(fv.config)
+    changes = {}
+    for name in _CONFIG_FLAG_NAMES:
+        value = fv[name].value
+        if value is not None:
+            changes[name] = tuple(value) if name == "losses" else value
+    for item in fv.set:
+        if "=" not in item:
+            raise ValueError(f"--set={item!r}: expected name=value")
+        name, raw = item.split("=", 1)
+        try:
+            changes[name.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            changes[name.strip()] = raw  # a bare string such as --set=optimizer=sgd
+    try:
+        config = MSSSConfig.from_dict({**config.to_dict(), **changes})
+    except TypeError as e:
+        raise ValueError(f"bad configuration flag: {e}") from e
+    explicit.update(changes)
+    return config, explicit
+
+
+def _define_prepare(fv):
+    flags.DEFINE_string("audio_dir", None, "Folder tree of audio files (WAV, FLAC, OGG, AIFF; "
+                        "any sample rate and channel count).", flag_values=fv)
+    flags.DEFINE_string("out_dir", None, "Where the TFRecord shards and manifest.json go.",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_shards", None, "Number of shards (default: by size, ~150 MB each).",
+                         flag_values=fv)
+    flags.DEFINE_integer("sample_rate", 16000, "Sample rate the audio is resampled to.",
+                         flag_values=fv)
+
+
+def _define_pretrain(fv):
+    flags.DEFINE_string("data", "synthetic", "'synthetic' (the built-in offline corpus), a folder "
+                        "of audio, or a folder written by `msss-tf prepare`.", flag_values=fv)
+    flags.DEFINE_string("model_dir", None, "Run directory: config, checkpoints, TensorBoard logs. "
+                        "Starting again on the same directory resumes.", flag_values=fv)
+    flags.DEFINE_integer("train_steps", 1000, "Total optimiser steps (rounded up to whole "
+                         "epochs of --steps_per_epoch).", flag_values=fv)
+    flags.DEFINE_integer("steps_per_epoch", 100, "Steps per epoch: checkpoint and resume "
+                         "granularity.", flag_values=fv)
+    flags.DEFINE_integer("synthetic_clips", 256, "Clips in the built-in corpus (--data=synthetic).",
+                         flag_values=fv)
+    flags.DEFINE_integer("log_every", 10, "TensorBoard logging interval in steps.", flag_values=fv)
+    _config_flags(fv)
+
+
+def _define_demo(fv):
+    flags.DEFINE_string("model_dir", "runs/demo", "Run directory of the demo.", flag_values=fv)
+    flags.DEFINE_integer("train_steps", 120, "Pre-training steps.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 16, "Clips per batch.", flag_values=fv)
+    flags.DEFINE_float("width_coefficient", 1.0, "Encoder width (1.0 = EfficientNet-B0).",
+                       flag_values=fv)
+    flags.DEFINE_float("depth_coefficient", 1.0, "Encoder depth (1.0 = EfficientNet-B0).",
+                       flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed.", flag_values=fv)
+
+
+# -------------------------------------------------------------------------- commands
+def run_prepare(fv):
+    from msss_tf.data import prepare_corpus
+
+    _require(fv, "audio_dir", "out_dir")
+    manifest = prepare_corpus(
+        fv.audio_dir, fv.out_dir, sample_rate=fv.sample_rate, num_shards=fv.num_shards
+    )
+    print(
+        f"prepared {manifest['num_clips']} clips ({manifest['total_seconds'] / 3600:.2f} h) "
+        f"in {manifest['num_shards']} shard(s) under {fv.out_dir}"
+    )
+    skipped = sum(manifest.get("skipped", {}).values())
+    if skipped:
+        print(f"skipped {skipped} file(s): see {os.path.join(fv.out_dir, 'skipped.json')}")
+    return 0
+
+
+def run_pretrain(fv):
+    from msss_tf.pretrain import pretrain, resolve_config
+
+    _require(fv, "model_dir")
+    config, explicit = config_from_flags(fv)
+    config = resolve_config(fv.model_dir, config, explicit)
+    result = pretrain(
+        config,
+        data=fv.data,
+        model_dir=fv.model_dir,
+        train_steps=fv.train_steps,
+        steps_per_epoch=fv.steps_per_epoch,
+        synthetic_clips=fv.synthetic_clips,
+        log_every=fv.log_every,
+    )
+    _print_pretrain_summary(result, fv.model_dir)
+    return 0
+
+
+def run_demo(fv):
+    """Pre-trains on the built-in corpus and prints held-out losses before and after."""
+    import time
+
+    from msss_tf.config import MSSSConfig
+    from msss_tf.demo import run_demo as demo
+
+    started = time.time()
+    config = MSSSConfig(
+        batch_size=fv.batch_size,
+        learning_rate=1e-3,
+        width_coefficient=fv.width_coefficient,
+        depth_coefficient=fv.depth_coefficient,
+        seed=fv.seed,
+    )
+    demo(config, model_dir=fv.model_dir, train_steps=fv.train_steps)
+    print(f"demo finished in {time.time() - started:.0f} s; run directory: {fv.model_dir}")
+    return 0
+
+
+COMMANDS = {
+    "prepare": (_define_prepare, run_prepare, "Decode an audio folder once into TFRecord shards."),
+    "pretrain": (_define_pretrain, run_pretrain, "Pre-train the MSSS model with model.fit."),
+    "demo": (_define_demo, run_demo, "The main job on the built-in offline corpus, in minutes."),
+}
+
+
+def _require(fv, *names):
+    missing = [f"--{n}" for n in names if not fv[n].value]
+    if missing:
+        raise UsageError(f"missing required flag(s): {', '.join(missing)}")
+
+
+def _print_pretrain_summary(result, model_dir):
+    print(f"\ntrained {result.epochs_run} epoch(s) this run, {result.steps} steps in all, "
+          f"in {result.seconds:.0f} s")
+    rows = [(k, v[-1]) for k, v in sorted(result.history.items()) if v]
+    if rows:
+        print("final metrics:")
+        for name, value in rows:
+            print(f"  {name:<16} {value:.4f}")
+    print(f"model: {result.model_path}")
+    print(f"TensorBoard: tensorboard --logdir {os.path.join(model_dir, 'logs')}")
+    if result.skipped.count:
+        print(result.skipped.summary())
+
+
+class UsageError(Exception):
+    pass
+
+
+def _usage():
+    lines = [USAGE.strip(), "", "Subcommands:"]
+    lines += [f"  {name:<10}{doc}" for name, (_, _, doc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if len(argv) >= 2 else 2
+    command = argv[1]
+    if command not in COMMANDS:
+        print(f"msss-tf: unknown subcommand {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    define, run, doc = COMMANDS[command]
+    fv = flags.FlagValues()
+    define(fv)
+    flags.DEFINE_boolean("help", False, "Show this help.", flag_values=fv, short_name="h")
+    try:
+        fv(argv[1:])  # the first item plays the program name
+    except flags.Error as e:
+        print(f"msss-tf {command}: {e}\nTry 'msss-tf {command} --help'.", file=sys.stderr)
+        return 2
+    if fv.help:
+        print(f"msss-tf {command}: {doc}\n")
+        print(textwrap.indent(fv.get_help(include_special_flags=False), ""))
+        return 0
+    try:
+        return run(fv)
+    except (UsageError, ValueError, FileNotFoundError) as e:
+        print(f"msss-tf {command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def entry_point():  # console_scripts target
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

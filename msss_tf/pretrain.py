@@ -1,0 +1,209 @@
+"""The pre-training job: data -> `MSSSModel.fit` -> checkpoints, with resume.
+
+Layout of a `model_dir` (also in WORKSPACE.md):
+
+    msss_config.json          the MSSSConfig of the run (written first, read on resume)
+    backup/                   BackupAndRestore state: weights + optimiser + epoch counter
+    checkpoints/epoch-NNNN.keras   full model (config, weights, optimiser) per epoch
+    model.keras               the final model, written atomically at the end
+    logs/train/               TensorBoard scalars: loss and one per enabled loss
+    skipped.json              audio files skipped, with reasons
+    summary.json              steps, final metrics, wall time, skipped count
+
+Starting the same command again resumes from `backup/`: weights, optimiser state and the
+epoch counter are restored (granularity: one epoch; a run killed mid-epoch redoes that
+epoch), and the data pipeline is re-seeded with the epoch so the resumed epochs draw
+new segments instead of replaying the first ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Optional
+
+import keras
+
+from msss_tf.config import CONFIG_FILENAME, MSSSConfig
+from msss_tf.data import SkipReport, pretrain_dataset
+from msss_tf.data.audio import write_json_atomically
+from msss_tf.model import MSSSModel, build_optimizer
+
+BACKUP_DIR = "backup"
+CHECKPOINT_DIR = "checkpoints"
+FINAL_MODEL = "model.keras"
+LOG_DIR = "logs"
+
+
+def resolve_config(model_dir: str, config: MSSSConfig, explicit: Optional[set] = None):
+    """The config to train with: the one saved in `model_dir` if any, else `config`.
+
+    When `model_dir` already holds a run, every field in `explicit` (the settings the
+    user asked for) must agree with the saved config; otherwise the resume would
+    silently train something else, so this raises ValueError naming the fields.
+    """
+    path = os.path.join(model_dir, CONFIG_FILENAME)
+    if not os.path.exists(path):
+        return config
+    saved = MSSSConfig.load(path)
+    explicit = set(explicit or ())
+    clashes = [
+        f"{name}: saved {getattr(saved, name)!r}, asked {getattr(config, name)!r}"
+        for name in sorted(explicit)
+        if getattr(saved, name) != getattr(config, name)
+    ]
+    if clashes:
+        raise ValueError(
+            f"{model_dir} already holds a run with a different configuration "
+            f"({'; '.join(clashes)}). Use a new --model_dir, or drop those flags to resume."
+        )
+    return saved
+
+
+def _resumed_epoch(model_dir: str) -> int:
+    path = os.path.join(model_dir, BACKUP_DIR, "training_metadata.json")
+    try:
+        with open(path) as f:
+            return int(json.load(f).get("epoch", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+class _AtomicModelCheckpoint(keras.callbacks.Callback):
+    """Saves the full model as `.keras` each epoch: written to a temporary file, then
+    renamed, so a kill during the write never leaves a truncated checkpoint."""
+
+    def __init__(self, directory, keep=3):
+        super().__init__()
+        self.directory = directory
+        self.keep = keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        save_model_atomically(self.model, os.path.join(self.directory, f"epoch-{epoch + 1:04d}.keras"))
+        saved = sorted(f for f in os.listdir(self.directory) if f.endswith(".keras"))
+        for old in saved[: -self.keep] if self.keep else []:
+            os.remove(os.path.join(self.directory, old))
+
+
+def save_model_atomically(model: keras.Model, path: str) -> str:
+    tmp = path[: -len(".keras")] + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def latest_checkpoint(model_dir: str) -> Optional[str]:
+    """The final model if written, else the newest epoch checkpoint, else None."""
+    final = os.path.join(model_dir, FINAL_MODEL)
+    if os.path.exists(final):
+        return final
+    directory = os.path.join(model_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        return None
+    saved = sorted(f for f in os.listdir(directory) if f.endswith(".keras") and ".tmp" not in f)
+    return os.path.join(directory, saved[-1]) if saved else None
+
+
+@dataclasses.dataclass
+class PretrainResult:
+    model: MSSSModel
+    history: dict
+    steps: int
+    epochs_run: int
+    skipped: SkipReport
+    seconds: float
+    model_path: str
+
+
+def pretrain(
+    config: MSSSConfig,
+    data: str,
+    model_dir: str,
+    train_steps: int,
+    steps_per_epoch: int = 100,
+    synthetic_clips: int = 256,
+    log_every: int = 10,
+    verbose="auto",
+    extra_callbacks=(),
+) -> PretrainResult:
+    """Pre-trains an `MSSSModel` on `data` into `model_dir`; resumes if it holds a run.
+
+    Args:
+        config: the configuration (use `resolve_config` first when resuming).
+        data: "synthetic", a folder of audio, or a folder written by `prepare_corpus`.
+        model_dir: where config, checkpoints, logs and the final model go.
+        train_steps: total optimiser steps, rounded up to whole epochs.
+        steps_per_epoch: steps between checkpoints and epoch-level logs.
+        synthetic_clips: size of the built-in corpus when `data == "synthetic"`.
+        log_every: TensorBoard logs every this many steps.
+        verbose: Keras `fit` verbosity ("auto": a progress bar).
+    """
+    if train_steps < 1:
+        raise ValueError(f"--train_steps must be >= 1, got {train_steps}")
+    if steps_per_epoch < 1:
+        raise ValueError(f"--steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    steps_per_epoch = min(steps_per_epoch, train_steps)
+    epochs = math.ceil(train_steps / steps_per_epoch)
+    os.makedirs(model_dir, exist_ok=True)
+    config.save(model_dir)
+
+    start_epoch = _resumed_epoch(model_dir)
+    skipped = SkipReport()
+    dataset = pretrain_dataset(
+        data,
+        config,
+        seed=config.seed + 1_000_003 * start_epoch,
+        report=skipped,
+        num_clips=synthetic_clips,
+    )
+    model = MSSSModel(config)
+    model.compile(optimizer=build_optimizer(config))
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(
+            os.path.join(model_dir, BACKUP_DIR), delete_checkpoint=False, double_checkpoint=True
+        ),
+        _AtomicModelCheckpoint(os.path.join(model_dir, CHECKPOINT_DIR)),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR), update_freq=log_every),
+        keras.callbacks.TerminateOnNaN(),
+        *extra_callbacks,
+    ]
+    started = time.time()
+    history = model.fit(
+        dataset,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=verbose,
+        shuffle=False,  # the pipeline shuffles, with the seed
+    )
+    seconds = time.time() - started
+    model_path = save_model_atomically(model, os.path.join(model_dir, FINAL_MODEL))
+    skipped.write(os.path.join(model_dir, "skipped.json"))
+    epochs_run = len(history.epoch)
+    final = {k: float(v[-1]) for k, v in history.history.items() if v}
+    write_json_atomically(
+        os.path.join(model_dir, "summary.json"),
+        {
+            "data": data,
+            "train_steps": epochs * steps_per_epoch,
+            "steps_this_run": epochs_run * steps_per_epoch,
+            "resumed_from_epoch": start_epoch,
+            "final_metrics": final,
+            "seconds": seconds,
+            "skipped": skipped.to_dict(),
+        },
+    )
+    return PretrainResult(
+        model=model,
+        history=history.history,
+        steps=epochs * steps_per_epoch,
+        epochs_run=epochs_run,
+        skipped=skipped,
+        seconds=seconds,
+        model_path=model_path,
+    )
