@@ -1,0 +1,213 @@
+"""Embeddings from a frozen encoder, for audio of any length (scene and timestamp).
+
+Which layer: the encoder's frequency-pooled output (1280-d for B0), not the 512-d heads.
+The heads exist to serve the pre-training losses and are discarded, as in COLA and
+SimCLR; the layer under them carries more general information.
+
+Every embedding is an output frame of a genuine 0.96 s window encoded alone, exactly as
+in training. That matters: EfficientNet's squeeze-and-excitation blocks pool over their
+whole input, so encoding a long clip in one pass would give frames a context the model
+never saw in training.
+
+* **Scene** [n, D]: the clip is covered by ceil(frames / 96) windows spread evenly from
+  its start to its end (they overlap a little, never pad except a clip shorter than one
+  window); the embedding is the mean of their 3 frames each.
+* **Timestamp** [n, T, D] at a regular `hop_ms` (40 ms by default; HEAR asks <= 50 ms),
+  timestamps 0, 40, 80, ... ms up to the end of the audio (never past it). An encoder
+  frame covers 32 log-mel frames (320 ms), so one 0.96 s window yields 3 frames 320 ms
+  apart. Windows that tile the audio back to back, shifted by 0, 40, ..., 280 ms (8
+  interleaved tilings), give frames at every 40 ms: each timestamp gets the frame
+  centred on it, at a cost of 8 windows per 0.96 s of audio instead of one window per
+  timestamp (24 per 0.96 s): 3x cheaper, and exact (no interpolation). The audio is
+  zero-padded by half an encoder frame (167.5 ms) at the start so the first frame is
+  centred on 0 ms, and at the end as far as the last tiling needs.
+
+All of it is TensorFlow graph code (`tf.function`-friendly): the same functions serve
+probes, SavedModel export and HEAR.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from msss_tf.config import MSSSConfig
+from msss_tf.encoder import TIME_STRIDE, build_encoder
+from msss_tf.frontend import LogMelFrontEnd
+
+
+def load_msss_model(path: str):
+    """An `MSSSModel` from a `.keras` file or a run directory (its final/latest model)."""
+    from msss_tf.model import MSSSModel  # registers the custom objects
+    from msss_tf.pretrain import latest_checkpoint
+
+    if os.path.isdir(path):
+        checkpoint = latest_checkpoint(path)
+        if checkpoint is None:
+            raise FileNotFoundError(
+                f"{path}: no model.keras or checkpoints/*.keras in this run directory"
+            )
+        path = checkpoint
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such model file or run directory: {path}")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:  # a truncated or foreign file: say which
+        raise ValueError(f"{path}: cannot load an MSSS model ({type(e).__name__}: {e})") from e
+    if not isinstance(model, MSSSModel):
+        raise ValueError(f"{path}: holds a {type(model).__name__}, not an MSSSModel")
+    return model
+
+
+class Embedder(tf.Module):
+    """Scene and timestamp embeddings from a frozen front end + encoder.
+
+    Args:
+        frontend: the `LogMelFrontEnd` the encoder was trained with.
+        encoder: log-mel [b, frames, n_mels] -> frames [b, frames // 32, D].
+        config: the run's `MSSSConfig` (segment length, sample rate).
+        hop_ms: timestamp hop; must be a multiple of the STFT hop that divides 320 ms.
+
+    Attributes (the HEAR API reads them): `sample_rate`, `scene_embedding_size`,
+    `timestamp_embedding_size`.
+    """
+
+    def __init__(self, frontend, encoder, config: MSSSConfig, hop_ms: float = 40.0, name=None):
+        super().__init__(name=name)
+        self.frontend = frontend
+        self.encoder = encoder
+        self.config = config
+        stft_hop_ms = 1000.0 * config.stft_hop / config.sample_rate
+        hop_frames = hop_ms / stft_hop_ms
+        if abs(hop_frames - round(hop_frames)) > 1e-6 or TIME_STRIDE % round(hop_frames):
+            raise ValueError(
+                f"hop_ms={hop_ms}: must be k * {stft_hop_ms} ms with k dividing {TIME_STRIDE}"
+            )
+        self.hop_frames = int(round(hop_frames))
+        self.hop_ms = float(hop_ms)
+        self.hop_samples = self.hop_frames * config.stft_hop
+        self.frames_per_window = config.segment_frames // TIME_STRIDE  # J = 3
+        self.window_frames = self.frames_per_window * TIME_STRIDE  # 96
+        self.shifts = TIME_STRIDE // self.hop_frames  # K = 8
+        # Samples of zero padding that centre the first encoder frame on t = 0.
+        self.start_pad = int(config.stft_hop * (TIME_STRIDE / 2 - 0.5) + config.stft_window / 2)
+        self.sample_rate = config.sample_rate
+        self.scene_embedding_size = int(encoder.output_shape[-1])
+        self.timestamp_embedding_size = self.scene_embedding_size
+
+    @classmethod
+    def from_model(cls, model, **kwargs) -> "Embedder":
+        return cls(model.frontend, model.encoder, model.msss_config, **kwargs)
+
+    @classmethod
+    def from_path(cls, path: str, **kwargs) -> "Embedder":
+        return cls.from_model(load_msss_model(path), **kwargs)
+
+    @classmethod
+    def random_init(cls, config: MSSSConfig, seed: int = 0, **kwargs) -> "Embedder":
+        """An untrained encoder: the reference row 'random initialisation'."""
+        keras.utils.set_random_seed(seed)
+        frontend = LogMelFrontEnd.from_msss_config(config)
+        return cls(frontend, build_encoder(config), config, **kwargs)
+
+    # ---------------------------------------------------------------- graph code
+    def _num_frames(self, num_samples):
+        return 1 + (num_samples - self.config.stft_window) // self.config.stft_hop
+
+    def _encode_windows(self, log_mel, starts):
+        """log_mel [b, F, M]; starts int32 [w] -> encoder frames [b, w, J, D]."""
+        index = starts[:, None] + tf.range(self.window_frames)[None, :]  # [w, 96]
+        windows = tf.gather(log_mel, index, axis=1)  # [b, w, 96, mels]
+        shape = tf.shape(windows)
+        flat = tf.reshape(windows, [-1, self.window_frames, self.config.n_mels])
+        frames = self.encoder(flat, training=False)  # [b * w, J, D]
+        return tf.reshape(
+            frames, [shape[0], shape[1], self.frames_per_window, self.scene_embedding_size]
+        )
+
+    def scene_embeddings_tf(self, waveform):
+        """float32 [b, samples] -> [b, D] (see the module docstring)."""
+        waveform = tf.convert_to_tensor(waveform, tf.float32)
+        segment = self.config.segment_samples
+        num_samples = tf.shape(waveform)[1]
+        waveform = tf.pad(waveform, [[0, 0], [0, tf.maximum(segment - num_samples, 0)]])
+        log_mel = self.frontend(waveform)
+        num_frames = tf.shape(log_mel)[1]
+        num_windows = (num_frames + self.window_frames - 1) // self.window_frames
+        last_start = tf.cast(num_frames - self.window_frames, tf.float32)
+        starts = tf.cast(
+            tf.round(tf.linspace(0.0, last_start, num_windows)), tf.int32
+        )
+        frames = self._encode_windows(log_mel, starts)
+        return tf.reduce_mean(frames, axis=[1, 2])
+
+    def timestamp_embeddings_tf(self, waveform) -> Tuple[tf.Tensor, tf.Tensor]:
+        """float32 [b, samples] -> (embeddings [b, T, D], timestamps_ms [b, T]).
+
+        T = samples // hop_samples + 1; timestamp q is q * hop_ms, <= the audio's end.
+        """
+        waveform = tf.convert_to_tensor(waveform, tf.float32)
+        batch = tf.shape(waveform)[0]
+        num_samples = tf.shape(waveform)[1]
+        per_tile = self.frames_per_window * self.shifts  # 24 timestamps per tile
+        num_timestamps = num_samples // self.hop_samples + 1
+        num_tiles = (num_timestamps + per_tile - 1) // per_tile
+        # Window (m, k) starts at log-mel frame m * 96 + k * hop_frames (padded audio).
+        m = tf.range(num_tiles)[:, None]
+        k = tf.range(self.shifts)[None, :]
+        starts = tf.reshape(m * self.window_frames + k * self.hop_frames, [-1])
+        last_start = (num_tiles - 1) * self.window_frames + (self.shifts - 1) * self.hop_frames
+        needed = self.config.stft_window + self.config.stft_hop * (
+            last_start + self.window_frames - 1
+        )
+        end_pad = tf.maximum(needed - self.start_pad - num_samples, 0)
+        padded = tf.pad(waveform, [[0, 0], [self.start_pad, end_pad]])
+        frames = self._encode_windows(self.frontend(padded), starts)  # [b, M*K, J, D]
+        frames = tf.reshape(
+            frames, [batch, num_tiles, self.shifts, self.frames_per_window, -1]
+        )
+        # Timestamp index q = m * (J * K) + j * K + k: order the axes (m, j, k).
+        frames = tf.transpose(frames, [0, 1, 3, 2, 4])
+        frames = tf.reshape(frames, [batch, num_tiles * per_tile, self.scene_embedding_size])
+        embeddings = frames[:, :num_timestamps]
+        timestamps = tf.cast(tf.range(num_timestamps), tf.float32) * self.hop_ms
+        return embeddings, tf.tile(timestamps[None, :], [batch, 1])
+
+    # --------------------------------------------------------------- NumPy API
+    def _batches(self, audio, batch_size):
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[None, :]
+        if audio.ndim != 2:
+            raise ValueError(f"audio must be [n, samples] or [samples], got shape {audio.shape}")
+        if not np.all(np.isfinite(audio)):
+            raise ValueError("audio holds NaN or Inf samples")
+        for start in range(0, len(audio), batch_size):
+            yield audio[start:start + batch_size]
+
+    def scene_embeddings(self, audio, batch_size: int = 16) -> np.ndarray:
+        """NumPy float32 [n, samples] -> [n, D], in batches of `batch_size` clips."""
+        out = [self._scene_fn(tf.constant(b)).numpy() for b in self._batches(audio, batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.scene_embedding_size), np.float32)
+
+    def timestamp_embeddings(self, audio, batch_size: int = 8):
+        """NumPy float32 [n, samples] -> ([n, T, D], timestamps_ms [n, T])."""
+        embs, stamps = [], []
+        for b in self._batches(audio, batch_size):
+            e, t = self._timestamp_fn(tf.constant(b))
+            embs.append(e.numpy())
+            stamps.append(t.numpy())
+        return np.concatenate(embs), np.concatenate(stamps)
+
+    @tf.function(reduce_retracing=True)
+    def _scene_fn(self, waveform):
+        return self.scene_embeddings_tf(waveform)
+
+    @tf.function(reduce_retracing=True)
+    def _timestamp_fn(self, waveform):
+        return self.timestamp_embeddings_tf(waveform)
