@@ -2,6 +2,7 @@
 
     msss-tf prepare  --audio_dir=DIR --out_dir=DIR      audio folder -> TFRecord shards
     msss-tf pretrain --data=synthetic|DIR --model_dir=DIR [...]
+    msss-tf probe    --model_dir=DIR --task=NAME|PATH --out_dir=DIR [...]
     msss-tf demo     [--model_dir=DIR]                  the main job on built-in data
 
 `msss-tf SUBCOMMAND --help` lists that subcommand's flags.
@@ -131,6 +132,34 @@ def _define_pretrain(fv):
     _config_flags(fv)
 
 
+def _define_probe(fv):
+    flags.DEFINE_string("model_dir", None, "Pre-trained encoder: a run directory (its model.keras "
+                        "or latest checkpoint) or a .keras file.", flag_values=fv)
+    flags.DEFINE_list("task", None, "Task(s): speech_commands, nsynth_pitch, dcase2016_task2, "
+                      "synthetic_scene, synthetic_pitch, synthetic_events, or the path of a "
+                      "folder in the HEAR 2021 task layout; comma-separated for several.",
+                      flag_values=fv)
+    flags.DEFINE_enum("probe", "linear", ["linear", "mlp"], "linear: one Dense layer after "
+                      "dropout 0.1 (the paper); mlp: hidden layers of 1024 (HEAR's kit).",
+                      flag_values=fv)
+    flags.DEFINE_integer("hidden_layers", 1, "Hidden layers of the mlp probe (1 or 2).",
+                         flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir holding pre-downloaded "
+                        "speech_commands / nsynth, or the folder holding the HEAR "
+                        "dcase2016_task2-hear2021-full folder. Nothing is downloaded.",
+                        flag_values=fv)
+    flags.DEFINE_string("out_dir", None, "Where results.json, results.csv and the embedding "
+                        "cache go.", flag_values=fv)
+    flags.DEFINE_string("export_dir", "saved_models", "Base folder of the probe SavedModels "
+                        "(TF Serving layout NAME/VERSION); empty: no export.", flag_values=fv)
+    flags.DEFINE_list("learning_rates", ["1e-3", "1e-4"], "Learning-rate grid, chosen on the "
+                      "validation split.", flag_values=fv)
+    flags.DEFINE_integer("max_epochs", 250, "Most probe epochs (early stopping on validation).",
+                         flag_values=fv)
+    flags.DEFINE_integer("patience", 20, "Early-stopping patience in epochs.", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the probe initialisation.", flag_values=fv)
+
+
 def _define_demo(fv):
     flags.DEFINE_string("model_dir", "runs/demo", "Run directory of the demo.", flag_values=fv)
     flags.DEFINE_integer("train_steps", 120, "Pre-training steps.", flag_values=fv)
@@ -140,6 +169,9 @@ def _define_demo(fv):
     flags.DEFINE_float("depth_coefficient", 1.0, "Encoder depth (1.0 = EfficientNet-B0).",
                        flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed.", flag_values=fv)
+    flags.DEFINE_string("export_dir", "saved_models", "Base folder of the exported models.",
+                        flag_values=fv)
+    flags.DEFINE_integer("probe_epochs", 60, "Most epochs of each probe.", flag_values=fv)
 
 
 # -------------------------------------------------------------------------- commands
@@ -179,8 +211,25 @@ def run_pretrain(fv):
     return 0
 
 
+def run_probe(fv):
+    from msss_tf.probe import ProbeSettings, run_probes
+
+    _require(fv, "model_dir", "task", "out_dir")
+    try:
+        learning_rates = tuple(float(v) for v in fv.learning_rates)
+    except ValueError as e:
+        raise UsageError(f"--learning_rates: {e}") from e
+    settings = ProbeSettings(
+        probe=fv.probe, hidden_layers=fv.hidden_layers, learning_rates=learning_rates,
+        max_epochs=fv.max_epochs, patience=fv.patience, seed=fv.seed,
+    )
+    run_probes(fv.model_dir, fv.task, settings, out_dir=fv.out_dir, data_dir=fv.data_dir,
+               export_dir=fv.export_dir or None)
+    return 0
+
+
 def run_demo(fv):
-    """Pre-trains on the built-in corpus and prints held-out losses before and after."""
+    """Pre-train -> probe -> export on built-in data, with a results table."""
     import time
 
     from msss_tf.config import MSSSConfig
@@ -194,7 +243,8 @@ def run_demo(fv):
         depth_coefficient=fv.depth_coefficient,
         seed=fv.seed,
     )
-    demo(config, model_dir=fv.model_dir, train_steps=fv.train_steps)
+    demo(config, model_dir=fv.model_dir, train_steps=fv.train_steps, export_dir=fv.export_dir,
+         probe_epochs=fv.probe_epochs)
     print(f"demo finished in {time.time() - started:.0f} s; run directory: {fv.model_dir}")
     return 0
 
@@ -202,6 +252,7 @@ def run_demo(fv):
 COMMANDS = {
     "prepare": (_define_prepare, run_prepare, "Decode an audio folder once into TFRecord shards."),
     "pretrain": (_define_pretrain, run_pretrain, "Pre-train the MSSS model with model.fit."),
+    "probe": (_define_probe, run_probe, "Linear/MLP probes on a frozen encoder; scores, exports."),
     "demo": (_define_demo, run_demo, "The main job on the built-in offline corpus, in minutes."),
 }
 

@@ -1,6 +1,10 @@
-"""The main job on the built-in offline corpus: pre-train, then score held-out clips.
+"""The main job on built-in offline data: pre-train -> probe -> export, with a table.
 
-Later stages (probing the three built-in tasks, exporting) attach here as they land.
+1. pre-trains on the built-in synthetic corpus;
+2. scores held-out pre-training losses, untrained vs trained;
+3. probes the three built-in tasks (scene, pitch, events) on the frozen trained encoder
+   and, as the reference row, on the same encoder randomly initialised;
+4. exports the trained probes as SavedModels (waveform in, probabilities out).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from msss_tf.model import MSSSModel, build_optimizer
 from msss_tf.pretrain import pretrain
 
 HELD_OUT_SEED_OFFSET = 10_007  # held-out clips come from another corpus seed
+DEMO_TASKS = ("synthetic_scene", "synthetic_pitch", "synthetic_events")
 
 
 def held_out_losses(model: MSSSModel, config: MSSSConfig, steps: int = 8) -> dict:
     """Mean losses of `model` on held-out synthetic clips (the same segments for any model)."""
     held_out = config.replace(seed=config.seed + HELD_OUT_SEED_OFFSET)
-    dataset = pretrain_dataset("synthetic", held_out, num_clips=steps * config.batch_size)
+    dataset = pretrain_dataset("synthetic", held_out, num_clips=min(256, steps * config.batch_size))
     return model.evaluate(dataset, steps=steps, verbose=0, return_dict=True)
 
 
@@ -36,8 +41,12 @@ def _fmt(value):
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthetic_clips=256):
-    print(f"[1/2] pre-training on the built-in synthetic corpus ({synthetic_clips} clips), "
+def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthetic_clips=256,
+             export_dir: str = "saved_models", probe_epochs: int = 60):
+    from msss_tf.embed import Embedder
+    from msss_tf.probe import ProbeSettings, run_probes
+
+    print(f"[1/4] pre-training on the built-in synthetic corpus ({synthetic_clips} clips): "
           f"{train_steps} steps of batch {config.batch_size}, losses {'+'.join(config.losses)}")
     result = pretrain(
         config,
@@ -47,19 +56,45 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
         steps_per_epoch=max(1, math.ceil(train_steps / 4)),
         synthetic_clips=synthetic_clips,
     )
-    print("[2/2] scoring held-out synthetic clips with the untrained and the trained model")
+    print("[2/4] held-out pre-training losses, untrained vs trained")
     untrained = MSSSModel(config)
     untrained.compile(optimizer=build_optimizer(config))
     before = held_out_losses(untrained, config)
     after = held_out_losses(result.model, config)
     names = [n for n in ("loss", "clip_loss", "frame_loss", "pitch_loss", "clip_accuracy")
              if n in after]
-    rows = [(n, float(before[n]), float(after[n])) for n in names]
-    print("\nHeld-out pre-training losses (lower is better; clip_accuracy: higher is better)")
-    print(format_table(rows, ("metric", "untrained", "trained")))
-    write_json_atomically(
-        os.path.join(model_dir, "demo_results.json"),
-        {"untrained": before, "trained": after, "train_steps": result.steps,
-         "config": config.to_dict()},
-    )
-    return {"untrained": before, "trained": after}
+    loss_rows = [(n, float(before[n]), float(after[n])) for n in names]
+    print(format_table(loss_rows, ("metric", "untrained", "trained")))
+
+    settings = ProbeSettings(learning_rates=(1e-3,), max_epochs=probe_epochs, patience=8,
+                             seed=config.seed)
+    probe_dir = os.path.join(model_dir, "probes")
+    print("[3/4] probing the built-in tasks on the frozen trained encoder")
+    trained_rows, exports, _ = run_probes(
+        Embedder.from_model(result.model), DEMO_TASKS, settings, out_dir=probe_dir,
+        export_dir=export_dir, encoder_name="msss_trained", progress=False, print_table=False)
+    print("[4/4] the same probes on a randomly initialised encoder (reference row)")
+    random_rows, _, _ = run_probes(
+        Embedder.random_init(config, seed=config.seed), DEMO_TASKS, settings,
+        out_dir=os.path.join(model_dir, "probes_random"), export_dir=None,
+        encoder_name="random_init", progress=False, print_table=False)
+
+    random_by_key = {(r["task"], r["metric"]): r["value"] for r in random_rows
+                     if r["split"] == "test"}
+    table = [(r["task"], r["metric"], float(random_by_key[(r["task"], r["metric"])]),
+              float(r["value"])) for r in trained_rows if r["split"] == "test"]
+    print("\nResults: linear probes on frozen embeddings, test split (higher is better)")
+    print(format_table(table, ("task", "metric", "random init", "MSSS pre-trained")))
+    if exports:
+        print("\nExported probe SavedModels (serving_default: waveform [batch, samples] at 16 kHz):")
+        for task, path in exports.items():
+            print(f"  {task}: {path}")
+    summary = {
+        "pretrain_losses": {"untrained": before, "trained": after},
+        "probes": {"trained": trained_rows, "random_init": random_rows},
+        "exports": exports,
+        "train_steps": result.steps,
+        "config": config.to_dict(),
+    }
+    write_json_atomically(os.path.join(model_dir, "demo_results.json"), summary)
+    return summary

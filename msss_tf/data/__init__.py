@@ -41,3 +41,27 @@ __all__ = [
     "tfrecord_dataset",
     "write_corpus_as_wav",
 ]
+
+# Downstream tasks (msss_tf/data/tasks/): tfds speech_commands and nsynth, HEAR-layout
+# folders (DCASE 2016 task 2), and the built-in synthetic probe tasks.
+from msss_tf.data.tasks import (  # noqa: E402
+    TASK_NAMES,
+    Example,
+    MissingTaskFilesError,
+    Task,
+    TaskDataNotFoundError,
+    load_task,
+    synthetic_task,
+    write_hear_task,
+)
+
+__all__ += [
+    "Example",
+    "MissingTaskFilesError",
+    "TASK_NAMES",
+    "Task",
+    "TaskDataNotFoundError",
+    "load_task",
+    "synthetic_task",
+    "write_hear_task",
+]

@@ -1,0 +1,855 @@
+"""Exports: probes (and, later, the encoder) as SavedModels that take raw waveforms.
+
+Following YAMNet's export: the Keras pieces are wrapped in a `tf.Module` whose
+`tf.function`s have explicit input signatures and return dicts of named outputs, saved
+with `tf.saved_model.save` under a `serving_default` signature. The front end is inside
+the graph, so a client sends float32 waveforms at 16 kHz and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import time
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from msss_tf.config import CONFIG_FILENAME, MSSSConfig
+from msss_tf.embed import Embedder, WindowPlan
+
+WAVEFORM_SPEC = tf.TensorSpec([None, None], tf.float32, name="waveform")
+
+
+def _check_waveform(waveform, nonempty: bool = False):
+    """Clear errors for a wrong dtype or rank (when traced), and for NaN/Inf audio (when
+    run) instead of NaN outputs; with `nonempty`, also for an empty batch or zero-length
+    clips. Returns the checked waveform."""
+    waveform = tf.convert_to_tensor(waveform)
+    if waveform.dtype != tf.float32:
+        raise TypeError(f"waveform must be float32 [batch, samples] at 16 kHz, got "
+                        f"{waveform.dtype.name}")
+    if waveform.shape.rank is not None and waveform.shape.rank != 2:
+        raise ValueError(f"waveform must be float32 [batch, samples], got shape "
+                         f"{waveform.shape} (rank {waveform.shape.rank})")
+    if nonempty:
+        waveform = _check_nonempty(waveform)
+    return tf.debugging.assert_all_finite(waveform, "waveform holds NaN or Inf samples")
+
+
+class ProbeServingModule(tf.Module):
+    """Front end + frozen encoder + trained probe, waveform in, probabilities out.
+
+    Scene tasks: `serving_default(waveform [b, samples])` ->
+        {"probabilities": [b, C], "label_names": [C]}.
+    Event tasks: -> {"probabilities": [b, T, C], "timestamps_ms": [b, T], "label_names": [C]},
+        one row per timestamp of the embedder's regular grid.
+    """
+
+    def __init__(self, embedder: Embedder, probe, label_names: Sequence[str], kind: str):
+        super().__init__(name="msss_probe")
+        self.embedder = embedder
+        self.probe = probe
+        self.kind = kind
+        self.label_names = tf.constant(list(label_names), tf.string)
+        self.sample_rate = tf.constant(embedder.sample_rate, tf.int32)
+
+    @tf.function(input_signature=[WAVEFORM_SPEC])
+    def serving_default(self, waveform):
+        waveform = _check_waveform(waveform)
+        if self.kind == "scene":
+            embeddings = self.embedder.scene_embeddings_tf(waveform)
+            return {"probabilities": self.probe(embeddings, training=False),
+                    "label_names": self.label_names}
+        embeddings, timestamps = self.embedder.timestamp_embeddings_tf(waveform)
+        shape = tf.shape(embeddings)
+        flat = tf.reshape(embeddings, [-1, self.embedder.timestamp_embedding_size])
+        probs = self.probe(flat, training=False)
+        probs = tf.reshape(probs, [shape[0], shape[1], -1])
+        return {"probabilities": probs, "timestamps_ms": timestamps,
+                "label_names": self.label_names}
+
+
+def next_version(base_dir: str) -> int:
+    """The next free integer version under a TF Serving base directory."""
+    if not os.path.isdir(base_dir):
+        return 1
+    versions = [int(d) for d in os.listdir(base_dir) if d.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def save_module(module: tf.Module, export_dir: str, overwrite: bool = False) -> str:
+    """Saves with `serving_default`; writes to a temporary folder, then renames it, so
+    an interrupted export never leaves a half-written model at `export_dir`."""
+    if os.path.exists(export_dir):
+        if not overwrite:
+            raise FileExistsError(f"{export_dir} exists; pass overwrite to replace it")
+        shutil.rmtree(export_dir)
+    tmp = export_dir.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(export_dir)), exist_ok=True)
+    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serving_default})
+    os.replace(tmp, export_dir)
+    return export_dir
+
+
+def export_probe(embedder: Embedder, probe, label_names, kind: str, export_dir: str,
+                 overwrite: bool = False) -> str:
+    """Exports a probe joined with the frozen front end and encoder as a SavedModel."""
+    module = ProbeServingModule(embedder, probe, label_names, kind)
+    save_module(module, export_dir, overwrite=overwrite)
+    with open(os.path.join(export_dir, "assets", "labels.txt"), "w") as f:
+        f.write("\n".join(label_names) + "\n")
+    return export_dir
+
+
+# =============================================================================== encoder
+# The encoder itself as a SavedModel for TF Serving, and as TFLite for one window.
+
+TFLITE_VARIANTS = ("float32", "dynamic_int8", "int8")
+TFLITE_DIR = "tflite"  # inside the version folder: <base>/<version>/tflite/encoder_<v>.tflite
+SUMMARY_FILENAME = "export_summary.json"
+TFLITE_CONFIG_METADATA = "msss_config"  # metadata entry of every .tflite: the MSSSConfig JSON
+ENCODER_SIGNATURES = ("serving_default", "window")
+
+
+def _raw_variables(embedder: Embedder) -> list:
+    """The encoder's tf.Variables (Keras 3 wraps each in a `keras.Variable`)."""
+    return [getattr(v, "value", v) for v in embedder.encoder.variables]
+
+
+class _VariableHolder(tf.Module):
+    """Tracks the raw tf.Variables: with only the Keras wrappers tracked, the TFLite
+    converter keeps them as VAR_HANDLE/READ_VARIABLE ops (uninitialised on device)
+    instead of freezing them into constants."""
+
+    def __init__(self, embedder: Embedder):
+        super().__init__(name="msss_variables")
+        self.embedder = embedder
+        self.encoder_variables = _raw_variables(embedder)
+
+
+def _check_nonempty(waveform):
+    """Run-time errors for an empty batch or zero-length clips, before any work."""
+    shape = tf.shape(waveform)
+    checks = [
+        tf.debugging.assert_positive(
+            shape[0], message="waveform: empty batch (0 clips); send [batch >= 1, samples]"),
+        tf.debugging.assert_positive(
+            shape[1], message="waveform: zero-length clips (0 samples); send audio"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(waveform)
+
+
+class EncoderServingModule(tf.Module):
+    """The frozen front end + encoder, waveform in, embeddings out (TF Serving, Python).
+
+    Signatures (inputs float32 at `sample_rate`, 16 kHz):
+
+    * `serving_default(waveform [batch, samples])`, any length (a clip shorter than one
+      0.96 s window is zero-padded) -> `scene_embedding` [batch, D],
+      `timestamp_embeddings` [batch, T, D], `timestamps_ms` [batch, T] (40 ms hop), as
+      `Embedder.scene_embeddings_tf` / `timestamp_embeddings_tf`.
+    * `window(waveform [batch, segment_samples])`, exactly one 0.96 s window per row
+      (15600 samples), for streaming -> `frames` [batch, 3, D] (the window's encoder
+      frames, 320 ms apart) and `embedding` [batch, D] (their mean).
+
+    Both check their input in the graph: NaN/Inf samples, an empty batch and zero-length
+    clips fail with an InvalidArgumentError that says so. A wrong dtype or rank never
+    reaches the graph: the signature rejects it.
+
+    Python callers of the loaded SavedModel also get `scene_embeddings(waveform)` and
+    `timestamp_embeddings(waveform)` (each computes only its half of `serving_default`),
+    and the variables `sample_rate`, `embedding_size`, `hop_ms`, `window_samples`.
+    """
+
+    def __init__(self, embedder: Embedder, config_asset: Optional[str] = None):
+        super().__init__(name="msss_encoder")
+        self.embedder = embedder
+        # Tracked as plain tf.Variables too, so that converters reading this SavedModel
+        # freeze them (see _VariableHolder).
+        self.encoder_variables = _raw_variables(embedder)
+        config = embedder.config
+        samples = config.segment_samples
+        self.sample_rate = tf.Variable(config.sample_rate, trainable=False, name="sample_rate")
+        self.embedding_size = tf.Variable(embedder.scene_embedding_size, trainable=False,
+                                          name="embedding_size")
+        self.hop_ms = tf.Variable(embedder.hop_ms, dtype=tf.float32, trainable=False,
+                                  name="hop_ms")
+        self.window_samples = tf.Variable(samples, trainable=False, name="window_samples")
+        if config_asset is not None:  # copied into assets/ by tf.saved_model.save
+            self.config_asset = tf.saved_model.Asset(config_asset)
+        window_spec = tf.TensorSpec([None, samples], tf.float32, name="waveform")
+        self.scene_embeddings = tf.function(self._scene, input_signature=[WAVEFORM_SPEC])
+        self.timestamp_embeddings = tf.function(self._timestamps,
+                                                input_signature=[WAVEFORM_SPEC])
+        self.serving_default = tf.function(self._serve, input_signature=[WAVEFORM_SPEC])
+        self.window = tf.function(self._window, input_signature=[window_spec])
+
+    def _checked(self, waveform):
+        return _check_waveform(waveform, nonempty=True)
+
+    def _scene(self, waveform):
+        return self.embedder.scene_embeddings_tf(self._checked(waveform))
+
+    def _timestamps(self, waveform):
+        return self.embedder.timestamp_embeddings_tf(self._checked(waveform))
+
+    def _serve(self, waveform):
+        embeddings, timestamps = self.timestamp_embeddings(waveform)
+        return {"scene_embedding": self.scene_embeddings(waveform),
+                "timestamp_embeddings": embeddings, "timestamps_ms": timestamps}
+
+    def _window(self, waveform):
+        frames = self.embedder.window_frames_tf(self._checked(waveform))
+        return {"embedding": tf.reduce_mean(frames, axis=1), "frames": frames}
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.serving_default, "window": self.window}
+
+
+def _as_embedder(model_or_path, hop_ms: float = 40.0):
+    """(Embedder, the run's msss_config.json path or None, a name for the source)."""
+    if isinstance(model_or_path, Embedder):
+        return model_or_path, None, type(model_or_path).__name__
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = os.fspath(model_or_path)
+        config_file = None
+        for candidate in (os.path.join(path, CONFIG_FILENAME),
+                          os.path.join(os.path.dirname(path), CONFIG_FILENAME)):
+            if os.path.isfile(candidate):
+                config_file = candidate
+                break
+        return Embedder.from_path(path, hop_ms=hop_ms), config_file, path
+    from msss_tf.model import MSSSModel
+
+    if isinstance(model_or_path, MSSSModel):
+        return Embedder.from_model(model_or_path, hop_ms=hop_ms), None, "MSSSModel"
+    raise TypeError(f"export_encoder: expected an Embedder, an MSSSModel or a path, "
+                    f"got {type(model_or_path).__name__}")
+
+
+def _file_sizes(root: str) -> Dict[str, int]:
+    sizes = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            sizes[os.path.relpath(path, root)] = os.path.getsize(path)
+    return dict(sorted(sizes.items()))
+
+
+def export_encoder(model_or_path, export_base: str, version: Optional[int] = None,
+                   tflite: Iterable[str] = TFLITE_VARIANTS, overwrite: bool = False,
+                   representative_audio=None, hop_ms: float = 40.0) -> dict:
+    """Exports the frozen front end + encoder for TF Serving and TFLite.
+
+    Layout (TF Serving watches `export_base`; it ignores the non-numeric staging folder):
+
+        export_base/<version>/saved_model.pb, variables/   signatures serving_default, window
+        export_base/<version>/assets/msss_config.json       the run's config (no labels)
+        export_base/<version>/tflite/encoder_<variant>.tflite   one 0.96 s window, [1, 15600]
+        export_base/<version>/export_summary.json           files, sizes, signatures, settings
+
+    Everything is written into `export_base/.<version>.partial` and renamed into place at
+    the end, so TF Serving never sees a half-written version.
+
+    Args:
+        model_or_path: an `Embedder`, an `MSSSModel`, a run directory or a `.keras` file.
+        export_base: the TF Serving base folder (e.g. saved_models/msss_encoder).
+        version: integer version; default `next_version(export_base)`.
+        tflite: TFLite variants among "float32", "dynamic_int8", "int8"; () for none.
+        overwrite: replace an existing `<version>`; otherwise FileExistsError.
+        representative_audio: int8 calibration audio, float32 [n, samples] at 16 kHz
+            (or a list of 1-D clips), cut into 0.96 s windows; default: windows of
+            the built-in synthetic corpus.
+        hop_ms: the timestamp hop of `serving_default`.
+
+    Returns:
+        a dict: export_dir, version, saved_model (the folder), tflite {variant: path},
+        sizes {relative path: bytes}, summary (the path of export_summary.json).
+    """
+    tflite = tuple(tflite or ())
+    unknown = [v for v in tflite if v not in TFLITE_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown TFLite variant(s) {unknown}; choose from {TFLITE_VARIANTS}")
+    if version is None:
+        version = next_version(export_base)
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
+        raise ValueError(f"version={version!r}: must be a positive integer (TF Serving)")
+    version = int(version)
+    export_dir = os.path.join(export_base, str(version))
+    if os.path.exists(export_dir) and not overwrite:
+        raise FileExistsError(
+            f"{export_dir} exists: version {version} is already exported; pass "
+            f"overwrite=True (--overwrite) to replace it, or choose another version")
+    started = time.time()
+    embedder, run_config, source = _as_embedder(model_or_path, hop_ms=hop_ms)
+
+    os.makedirs(export_base, exist_ok=True)
+    staging = os.path.join(export_base, f".{version}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    config_dir = staging + ".config"
+    shutil.rmtree(config_dir, ignore_errors=True)
+    os.makedirs(config_dir)
+    try:
+        # The asset's basename is kept: assets/msss_config.json.
+        config_file = os.path.join(config_dir, CONFIG_FILENAME)
+        if run_config is not None:
+            shutil.copyfile(run_config, config_file)
+        else:
+            embedder.config.save(config_dir)
+        module = EncoderServingModule(embedder, config_asset=config_file)
+        tf.saved_model.save(module, staging, signatures=module.signatures())
+        saved_seconds = time.time() - started
+
+        tflite_paths, tflite_seconds = {}, {}
+        if tflite:
+            os.makedirs(os.path.join(staging, TFLITE_DIR))
+        for variant in tflite:
+            t0 = time.time()
+            content = convert_window_tflite(embedder, variant,
+                                            representative_audio=representative_audio)
+            path = os.path.join(staging, TFLITE_DIR, f"encoder_{variant}.tflite")
+            with open(path, "wb") as f:
+                f.write(content)
+            assert_no_flex(path)
+            tflite_paths[variant] = os.path.join(export_dir, TFLITE_DIR,
+                                                 f"encoder_{variant}.tflite")
+            tflite_seconds[variant] = round(time.time() - t0, 1)
+
+        summary = {
+            "format": "msss-tf encoder export 1",
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "source": source,
+            "version": version,
+            "sample_rate": embedder.sample_rate,
+            "embedding_size": embedder.scene_embedding_size,
+            "hop_ms": embedder.hop_ms,
+            "window_samples": embedder.config.segment_samples,
+            "signatures": {
+                "serving_default": {
+                    "inputs": {"waveform": "float32 [batch, samples]"},
+                    "outputs": {"scene_embedding": "float32 [batch, D]",
+                                "timestamp_embeddings": "float32 [batch, T, D]",
+                                "timestamps_ms": "float32 [batch, T]"}},
+                "window": {
+                    "inputs": {"waveform": f"float32 [batch, {embedder.config.segment_samples}]"},
+                    "outputs": {"embedding": "float32 [batch, D]",
+                                "frames": "float32 [batch, 3, D]"}},
+            },
+            "tflite": {
+                variant: {"file": os.path.join(TFLITE_DIR, f"encoder_{variant}.tflite"),
+                          "input": f"waveform float32 [1, {embedder.config.segment_samples}]",
+                          "outputs": ["embedding [1, D]", "frames [1, 3, D]"],
+                          "quantization": _VARIANT_NOTES[variant],
+                          "seconds": tflite_seconds[variant]}
+                for variant in tflite
+            },
+            "seconds": {"saved_model": round(saved_seconds, 1),
+                        "total": round(time.time() - started, 1)},
+        }
+        sizes = _file_sizes(staging)
+        summary["sizes"] = sizes
+        summary["saved_model_bytes"] = sum(
+            size for name, size in sizes.items() if not name.startswith(TFLITE_DIR + os.sep))
+        with open(os.path.join(staging, SUMMARY_FILENAME), "w") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+        sizes[SUMMARY_FILENAME] = os.path.getsize(os.path.join(staging, SUMMARY_FILENAME))
+
+        if os.path.exists(export_dir):  # overwrite: move the old one aside, then swap
+            old = os.path.join(export_base, f".{version}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(export_dir, old)
+            os.replace(staging, export_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, export_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(config_dir, ignore_errors=True)
+    return {
+        "export_dir": export_dir,
+        "version": version,
+        "saved_model": export_dir,
+        "tflite": tflite_paths,
+        "sizes": dict(sorted(sizes.items())),
+        "summary": os.path.join(export_dir, SUMMARY_FILENAME),
+    }
+
+
+# ------------------------------------------------------------------ loading the SavedModel
+class SavedModelEncoder:
+    """An exported encoder SavedModel, loaded for Python use (HEAR, `msss-tf embed`).
+
+    NumPy in, NumPy out, with the same API as `Embedder`: `scene_embeddings(audio)`,
+    `timestamp_embeddings(audio)`, plus `window(windows)`; and the attributes
+    `sample_rate`, `scene_embedding_size`, `timestamp_embedding_size`, `hop_ms`,
+    `config` (from assets/msss_config.json), `path`, `module` (the loaded object).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"no such SavedModel directory: {path}")
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise ValueError(f"{path}: not a SavedModel directory (no saved_model.pb)")
+        try:
+            self.module = tf.saved_model.load(path)
+        except Exception as e:  # truncated or foreign: say which
+            raise ValueError(f"{path}: cannot load the SavedModel "
+                             f"({type(e).__name__}: {str(e).strip()[:300]})") from e
+        missing = [s for s in ENCODER_SIGNATURES if s not in self.module.signatures]
+        if missing or not hasattr(self.module, "embedding_size"):
+            raise ValueError(
+                f"{path}: not an msss-tf encoder export (signatures "
+                f"{sorted(self.module.signatures)}; expected {list(ENCODER_SIGNATURES)})")
+        self.sample_rate = int(self.module.sample_rate.numpy())
+        self.scene_embedding_size = int(self.module.embedding_size.numpy())
+        self.timestamp_embedding_size = self.scene_embedding_size
+        self.hop_ms = float(self.module.hop_ms.numpy())
+        self.window_samples = int(self.module.window_samples.numpy())
+        config_path = os.path.join(path, "assets", CONFIG_FILENAME)
+        self.config = MSSSConfig.load(config_path) if os.path.exists(config_path) else None
+
+    def _batches(self, audio, batch_size):
+        audio = _as_audio_batch(audio)
+        for start in range(0, len(audio), batch_size):
+            yield tf.constant(audio[start:start + batch_size])
+
+    def scene_embeddings(self, audio, batch_size: int = 16) -> np.ndarray:
+        out = [self.module.scene_embeddings(b).numpy() for b in self._batches(audio, batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.scene_embedding_size), np.float32)
+
+    def timestamp_embeddings(self, audio, batch_size: int = 8):
+        audio = _as_audio_batch(audio)
+        if len(audio) == 0:
+            return _empty_timestamps(audio.shape[1], self.hop_ms, self.sample_rate,
+                                     self.scene_embedding_size)
+        embs, stamps = [], []
+        for b in self._batches(audio, batch_size):
+            e, t = self.module.timestamp_embeddings(b)
+            embs.append(e.numpy())
+            stamps.append(t.numpy())
+        return np.concatenate(embs), np.concatenate(stamps)
+
+    def window(self, windows):
+        """float32 [b, window_samples] -> (embedding [b, D], frames [b, 3, D])."""
+        windows = _as_audio_batch(windows)
+        if windows.shape[1] != self.window_samples:
+            raise ValueError(f"window: each row must hold exactly {self.window_samples} "
+                             f"samples, got {windows.shape[1]}")
+        out = self.module.signatures["window"](waveform=tf.constant(windows))
+        return out["embedding"].numpy(), out["frames"].numpy()
+
+
+def load_encoder(path: str) -> SavedModelEncoder:
+    """Loads an exported encoder (a version folder, or a base folder: its newest
+    version). Errors name the path: missing, truncated, foreign."""
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
+        versions = [d for d in os.listdir(path) if d.isdigit()
+                    and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+        if versions:
+            path = os.path.join(path, max(versions, key=int))
+    return SavedModelEncoder(path)
+
+
+def _as_audio_batch(audio) -> np.ndarray:
+    """tf.Tensor / NumPy [n, samples] (or one clip [samples]) -> checked float32 NumPy."""
+    if isinstance(audio, tf.Tensor):
+        audio = audio.numpy()
+    audio = np.asarray(audio)
+    if audio.dtype.kind not in "fiu":
+        raise TypeError(f"audio must hold float samples, got dtype {audio.dtype}")
+    audio = audio.astype(np.float32, copy=False)
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be [n, samples] (or one clip [samples]), "
+                         f"got shape {audio.shape}")
+    if audio.shape[1] == 0:
+        raise ValueError("audio has zero-length clips (0 samples)")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("audio holds NaN or Inf samples")
+    return audio
+
+
+def _empty_timestamps(num_samples, hop_ms, sample_rate, size):
+    steps = num_samples // int(round(hop_ms * sample_rate / 1000)) + 1
+    return np.zeros((0, steps, size), np.float32), np.zeros((0, steps), np.float32)
+
+
+# ========================================================================= TFLite
+_VARIANT_NOTES = {
+    "float32": "none: float32 weights and activations",
+    "dynamic_int8": "dynamic range: int8 weights, float activations (no calibration data)",
+    "int8": "full integer: int8 weights and activations of the encoder, calibrated on real "
+            "audio windows; the STFT/mel/log front end and the input/output stay float32",
+}
+
+
+def representative_windows(config: MSSSConfig, audio=None, max_windows: int = 128,
+                           seed: int = 0, hop_ms: float = 40.0) -> np.ndarray:
+    """Calibration windows float32 [n, segment_samples] for int8 quantisation.
+
+    The windows the embedders really encode (`WindowPlan`): each clip's scene windows
+    and its timestamp windows, which include the zero-padded ones at the clip's edges
+    (their log-mel holds log(log_offset) regions, the extreme values the encoder sees),
+    sampled down to `max_windows`. `audio`: clips at 16 kHz, [n, samples] or a list of
+    1-D arrays; default: 24 clips of 2 s of the built-in synthetic corpus.
+    """
+    plan = WindowPlan(config, hop_ms)
+    hop, window = config.stft_hop, plan.window_samples
+    if audio is None:
+        from msss_tf.data.synthetic import synthetic_corpus
+
+        audio = synthetic_corpus(num_clips=24, clip_seconds=2.0,
+                                 sample_rate=config.sample_rate, seed=1234)
+    if isinstance(audio, np.ndarray) and audio.ndim == 1:
+        audio = [audio]
+    out = []
+    for clip in audio:
+        clip = np.asarray(clip, np.float32).reshape(-1)
+        if len(clip) == 0:
+            continue
+        padded = np.pad(clip, (0, int(plan.scene_pad(len(clip)))))
+        for start in plan.scene_starts(plan.num_frames(len(padded))).numpy():
+            out.append(padded[start * hop:start * hop + window])
+        starts, _, _, end_pad = plan.timestamp_plan(len(clip))
+        padded = np.pad(clip, (plan.start_pad, int(end_pad)))
+        for start in starts.numpy():
+            out.append(padded[start * hop:start * hop + window])
+    if not out:
+        raise ValueError("representative_audio holds no audio")
+    out = np.stack(out)
+    if not np.all(np.isfinite(out)):
+        raise ValueError("representative_audio holds NaN or Inf samples")
+    if len(out) > max_windows:
+        out = out[np.sort(np.random.default_rng(seed).choice(len(out), max_windows,
+                                                             replace=False))]
+    return out
+
+
+FRONTEND_SCOPE = "msss_frontend"  # name scope of the front end in the quantised graphs
+
+
+def _log_mel_kept_float(frontend, waveform):
+    """`frontend(waveform)`, written so that no quantiser touches it.
+
+    Quantising anything between the waveform and the log destroys the log-mel: int8
+    magnitudes (per tensor or, in the hybrid kernels of dynamic-range quantisation, per
+    row) round quiet bins to 0, whose log is log(log_offset) = -13.8 instead of ~ -3.
+    Dynamic-range quantisation has no deny-list and quantises every matmul with a
+    constant weight of >= 1024 elements; the mel matrix (257 x 64) is one. Multiplying it
+    by a data-dependent exact 1.0, min(1, 1 + |x0|), makes it a non-constant operand the
+    quantiser leaves alone (and costs 16 k multiplications per window). The full-int8
+    variant deny-lists every op under `FRONTEND_SCOPE` instead.
+    """
+    spectrum = frontend.spectrogram(waveform)
+    one = tf.minimum(1.0, 1.0 + tf.abs(waveform[0, 0]))
+    mel = tf.tensordot(spectrum, frontend._mel_matrix * one, axes=1)
+    if frontend.log_compress:
+        mel = tf.math.log(mel + frontend.log_offset)
+    return mel
+
+
+def window_tflite_function(embedder: Embedder, quantized: bool = False):
+    """The tf.function converted to TFLite: `waveform` float32 [1, segment_samples] ->
+    {"embedding": [1, D], "frames": [1, 3, D]}. No in-graph input checks: CheckNumerics
+    and Assert are not TFLite built-ins."""
+    samples = embedder.config.segment_samples
+
+    @tf.function(input_signature=[tf.TensorSpec([1, samples], tf.float32, name="waveform")])
+    def window(waveform):
+        if quantized:
+            with tf.name_scope(FRONTEND_SCOPE):
+                log_mel = _log_mel_kept_float(embedder.frontend, waveform)
+            frames = embedder.encoder(log_mel, training=False)
+        else:
+            frames = embedder.window_frames_tf(waveform)
+        return {"embedding": tf.reduce_mean(frames, axis=1), "frames": frames}
+
+    return window
+
+
+def convert_window_tflite(embedder: Embedder, variant: str = "float32",
+                          representative_audio=None) -> bytes:
+    """The fixed-window encoder as a TFLite flatbuffer with built-in ops only (never
+    SELECT_TF_OPS): input `waveform` float32 [1, segment_samples] -> `embedding` [1, D]
+    and `frames` [1, 3, D].
+
+    Variants:
+      "float32": no quantisation.
+      "dynamic_int8": Optimize.DEFAULT without data: the encoder's conv weights are
+        int8, activations float (hybrid kernels quantise them on the fly).
+      "int8": full integer quantisation of the encoder's weights and activations,
+        calibrated on `representative_windows` (real audio). Ops allowed:
+        [TFLITE_BUILTINS_INT8, TFLITE_BUILTINS]. The front end (framing, Hann window,
+        RFFT, |.|, mel, log) stays float32: RFFT/abs/log have no int8 kernels, and int8
+        audio or spectra would wreck the log-mel, so every front-end op is deny-listed
+        from quantisation; the log-mel is quantised once at the encoder's input and the
+        outputs dequantised. Input and output are float32.
+
+    In both quantised variants the front end is kept float (see `_log_mel_kept_float`).
+    The MSSSConfig JSON goes into the file's metadata ("msss_config").
+    """
+    if variant not in TFLITE_VARIANTS:
+        raise ValueError(f"unknown TFLite variant {variant!r}; choose from {TFLITE_VARIANTS}")
+    window = window_tflite_function(embedder, quantized=variant != "float32")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [window.get_concrete_function()], _VariableHolder(embedder))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if variant in ("dynamic_int8", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "int8":
+        content = _full_int8(converter, representative_windows(embedder.config,
+                                                               representative_audio))
+    else:
+        content = converter.convert()
+    meta = dict(embedder.config.to_dict(), _hop_ms=embedder.hop_ms, _variant=variant)
+    return add_tflite_metadata(content, TFLITE_CONFIG_METADATA, json.dumps(meta).encode())
+
+
+def _full_int8(converter, windows: np.ndarray) -> bytes:
+    """Calibrates, then quantises everything but the front end to int8.
+
+    This is what `tf.lite.experimental.QuantizationDebugger`'s selective quantisation
+    does (calibrate only, then `mlir_quantize` with deny-listed nodes), without its
+    debug model."""
+    from tensorflow.lite.python import convert as tflite_convert
+
+    def representative_dataset():
+        for row in windows:
+            yield [row[None, :]]
+
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.inference_input_type = tf.float32
+    converter.inference_output_type = tf.float32
+    converter.experimental_new_quantizer = True
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    calibrated = converter.convert()
+    frontend_nodes = [name for name in _op_output_names(calibrated)
+                      if FRONTEND_SCOPE in name]
+    if not frontend_nodes:
+        raise RuntimeError("int8 export: found no front-end ops to keep in float32")
+    return tflite_convert.mlir_quantize(
+        calibrated, fully_quantize=False, denylisted_nodes=frontend_nodes)
+
+
+def _op_output_names(content: bytes) -> list:
+    """Output tensor names of every operator of a TFLite flatbuffer."""
+    schema = _tflite_schema()
+    model = schema.Model.GetRootAsModel(content, 0)
+    names = []
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            for j in range(op.OutputsLength()):
+                names.append(graph.Tensors(op.Outputs(j)).Name().decode())
+    return names
+
+
+def _tflite_schema():
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - older LiteRT wheels
+        from tensorflow.lite.python import schema_py_generated as schema
+    return schema
+
+
+def _read_tflite(path: str):
+    """The flatbuffer `Model` of a .tflite file; errors name the path."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such TFLite file: {path}")
+    with open(path, "rb") as f:
+        content = f.read()
+    schema = _tflite_schema()
+    try:
+        if len(content) < 8 or content[4:8] != b"TFL3":
+            raise ValueError("no TFL3 file identifier")
+        model = schema.Model.GetRootAsModel(content, 0)
+        model.OperatorCodesLength(), model.SubgraphsLength()
+    except Exception as e:
+        raise ValueError(f"{path}: not a TFLite model ({e})") from e
+    return model, content
+
+
+def add_tflite_metadata(content: bytes, name: str, data: bytes) -> bytes:
+    """Returns `content` with a metadata entry `name` holding `data` (replaced if any)."""
+    import flatbuffers
+
+    schema = _tflite_schema()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(data, np.uint8)
+    model.buffers = list(model.buffers or [])
+    model.metadata = list(model.metadata or [])
+    for entry in model.metadata:
+        if entry.name.decode() == name:
+            model.buffers[entry.buffer] = buffer
+            break
+    else:
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(content) + len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def tflite_metadata(path: str) -> Dict[str, bytes]:
+    """The metadata entries of a .tflite file, {name: bytes}."""
+    model, _ = _read_tflite(path)
+    out = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        buffer = model.Buffers(entry.Buffer())
+        out[entry.Name().decode()] = buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+    return out
+
+
+def tflite_op_names(path: str) -> list:
+    """The sorted distinct operator names of a .tflite file, read from its flatbuffer
+    (not from an interpreter, whose delegates hide ops): built-ins by name
+    ("CONV_2D", "RFFT2D"), custom ops by their custom code ("FlexRFFT" for Flex)."""
+    model, _ = _read_tflite(path)
+    schema = _tflite_schema()
+    names = {value: key for key, value in vars(schema.BuiltinOperator).items()
+             if not key.startswith("_")}
+    ops = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            ops.add(code.CustomCode().decode())
+        else:
+            ops.add(names.get(builtin, f"BUILTIN_{builtin}"))
+    return sorted(ops)
+
+
+def assert_no_flex(path: str) -> list:
+    """Raises ValueError naming the Flex (SELECT_TF_OPS) and custom ops of a .tflite
+    file; returns its op names otherwise."""
+    ops = tflite_op_names(path)
+    schema = _tflite_schema()
+    builtin_names = set(vars(schema.BuiltinOperator))
+    foreign = [op for op in ops if op.startswith("Flex") or op not in builtin_names]
+    if foreign:
+        raise ValueError(f"{path}: needs ops outside the TFLite built-ins: {foreign} "
+                         f"(Flex = SELECT_TF_OPS, which edge runtimes lack)")
+    return ops
+
+
+class TFLiteEmbedder:
+    """Runs an exported window `.tflite` with the LiteRT interpreter, for audio of any
+    length: the clip is cut into the windows that `Embedder` would encode (the same
+    `WindowPlan`), which are run one by one ([1, 15600] each).
+
+    Args:
+        path: the `.tflite` file (from `export_encoder` / `convert_window_tflite`).
+        config: its MSSSConfig; default: the file's "msss_config" metadata, else
+            `msss_config.json` beside it or in `../assets/`.
+        hop_ms: the timestamp hop (default: the one stored at export, else 40 ms).
+        num_threads: interpreter threads (None: LiteRT's default).
+
+    Same NumPy API as `Embedder`: `scene_embeddings(audio)`,
+    `timestamp_embeddings(audio)`, plus `window(one_window)`; attributes `sample_rate`,
+    `scene_embedding_size`, `timestamp_embedding_size`, `config`, `plan`.
+    """
+
+    def __init__(self, path: str, config: Optional[MSSSConfig] = None,
+                 hop_ms: Optional[float] = None, num_threads: Optional[int] = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = path
+        _read_tflite(path)  # missing / truncated / foreign: a message naming the path
+        stored = tflite_metadata(path).get(TFLITE_CONFIG_METADATA)
+        stored_hop = None
+        if config is None and stored:
+            meta = json.loads(stored.decode())
+            stored_hop = meta.pop("_hop_ms", None)
+            meta.pop("_variant", None)
+            config = MSSSConfig.from_dict(meta)
+        if config is None:
+            folder = os.path.dirname(os.path.abspath(path))
+            for candidate in (os.path.join(folder, CONFIG_FILENAME),
+                              os.path.join(folder, os.pardir, "assets", CONFIG_FILENAME)):
+                if os.path.exists(candidate):
+                    config = MSSSConfig.load(candidate)
+                    break
+        if config is None:
+            raise ValueError(f"{path}: no MSSS config in its metadata or beside it; pass "
+                             f"config=MSSSConfig(...)")
+        self.config = config
+        self.plan = WindowPlan(config, hop_ms or stored_hop or 40.0)
+        self.hop_ms = self.plan.hop_ms
+        self.sample_rate = config.sample_rate
+        try:
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+            self._runner = self.interpreter.get_signature_runner()
+        except Exception as e:
+            raise ValueError(f"{path}: the LiteRT interpreter cannot run it "
+                             f"({type(e).__name__}: {e})") from e
+        inputs = self._runner.get_input_details()
+        outputs = self._runner.get_output_details()
+        if set(inputs) != {"waveform"} or not {"embedding", "frames"} <= set(outputs):
+            raise ValueError(f"{path}: not an msss-tf window model (inputs {sorted(inputs)}, "
+                             f"outputs {sorted(outputs)})")
+        shape = tuple(inputs["waveform"]["shape"])
+        if shape != (1, self.plan.window_samples):
+            raise ValueError(f"{path}: input shape {shape} does not match the config's "
+                             f"window of {self.plan.window_samples} samples")
+        self.scene_embedding_size = int(outputs["embedding"]["shape"][-1])
+        self.timestamp_embedding_size = self.scene_embedding_size
+
+    def window(self, window) -> tuple:
+        """One window float32 [window_samples] -> (embedding [D], frames [3, D])."""
+        window = np.asarray(window, np.float32).reshape(1, self.plan.window_samples)
+        out = self._runner(waveform=window)
+        return out["embedding"][0], out["frames"][0]
+
+    def _windows_frames(self, clip, starts):
+        hop = self.config.stft_hop
+        return np.stack([self.window(clip[s * hop:s * hop + self.plan.window_samples])[1]
+                         for s in starts])
+
+    def scene_embeddings(self, audio, batch_size=None) -> np.ndarray:
+        """float32 [n, samples] -> [n, D]; `batch_size` is ignored (one window at a time)."""
+        audio = _as_audio_batch(audio)
+        out = np.zeros((len(audio), self.scene_embedding_size), np.float32)
+        pad = int(self.plan.scene_pad(audio.shape[1]))
+        starts = self.plan.scene_starts(
+            self.plan.num_frames(audio.shape[1] + pad)).numpy()
+        for i, clip in enumerate(audio):
+            clip = np.pad(clip, (0, pad))
+            out[i] = self._windows_frames(clip, starts).mean(axis=(0, 1))
+        return out
+
+    def timestamp_embeddings(self, audio, batch_size=None):
+        """float32 [n, samples] -> ([n, T, D], timestamps_ms [n, T])."""
+        audio = _as_audio_batch(audio)
+        starts, num_timestamps, num_tiles, end_pad = self.plan.timestamp_plan(audio.shape[1])
+        starts = starts.numpy()
+        num_timestamps = int(num_timestamps)
+        if len(audio) == 0:
+            return _empty_timestamps(audio.shape[1], self.hop_ms, self.sample_rate,
+                                     self.scene_embedding_size)
+        embs = []
+        for clip in audio:
+            clip = np.pad(clip, (self.plan.start_pad, int(end_pad)))
+            frames = self._windows_frames(clip, starts)[None]  # [1, M*K, J, D]
+            emb, stamps = self.plan.arrange_timestamp_frames(frames, int(num_tiles),
+                                                             num_timestamps)
+            embs.append(emb.numpy()[0])
+        stamps = np.tile(stamps.numpy()[:1], (len(audio), 1))
+        return np.stack(embs), stamps
