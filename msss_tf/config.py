@@ -35,6 +35,10 @@ class MSSSConfig:
     width_coefficient: float = 1.0  # 1.0, 1.0 is EfficientNet-B0
     depth_coefficient: float = 1.0
     drop_connect_rate: float = 0.2
+    # Batch-norm moving-average momentum. 0.9 is PyTorch's default (momentum 0.1), which the
+    # authors' code trains with; Keras's 0.99 leaves the inference statistics far from the
+    # data's after a short run, and probes use inference mode.
+    batch_norm_momentum: float = 0.9
     frequency_pooling: str = "mean"  # "mean" (paper) | "max" (authors' code)
 
     # --- Heads and similarity.
@@ -113,6 +117,8 @@ class MSSSConfig:
             fail("segment_frames", "must be >= 32 (the encoder downsamples time by 32)")
         if self.width_coefficient <= 0 or self.depth_coefficient <= 0:
             fail("width_coefficient", "width and depth coefficients must be positive")
+        if not 0 < self.batch_norm_momentum < 1:
+            fail("batch_norm_momentum", "must be in (0, 1)")
         if not 0 <= self.drop_connect_rate < 1:
             fail("drop_connect_rate", "must be in [0, 1)")
         if self.frequency_pooling not in ("mean", "max"):

@@ -88,7 +88,8 @@ def _same_pad(kernel_size):
 
 
 def _mbconv_block(
-    inputs, name, filters_in, filters_out, kernel_size, strides, expand_ratio, se_ratio, drop_rate
+    inputs, name, filters_in, filters_out, kernel_size, strides, expand_ratio, se_ratio, drop_rate,
+    bn_momentum,
 ):
     """Inverted residual block with squeeze-and-excitation (MBConv)."""
     filters = filters_in * expand_ratio
@@ -98,7 +99,7 @@ def _mbconv_block(
             filters, 1, padding="same", use_bias=False,
             kernel_initializer=CONV_INITIALIZER, name=f"{name}expand_conv",
         )(x)
-        x = layers.BatchNormalization(name=f"{name}expand_bn")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}expand_bn")(x)
         x = layers.Activation("swish", name=f"{name}expand_activation")(x)
     if strides == 2:
         x = layers.ZeroPadding2D(_same_pad(kernel_size), name=f"{name}dwconv_pad")(x)
@@ -109,7 +110,7 @@ def _mbconv_block(
         kernel_size, strides=strides, padding=conv_pad, use_bias=False,
         depthwise_initializer=CONV_INITIALIZER, name=f"{name}dwconv",
     )(x)
-    x = layers.BatchNormalization(name=f"{name}bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}bn")(x)
     x = layers.Activation("swish", name=f"{name}activation")(x)
 
     filters_se = max(1, int(filters_in * se_ratio))
@@ -128,7 +129,7 @@ def _mbconv_block(
         filters_out, 1, padding="same", use_bias=False,
         kernel_initializer=CONV_INITIALIZER, name=f"{name}project_conv",
     )(x)
-    x = layers.BatchNormalization(name=f"{name}project_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}project_bn")(x)
     if strides == 1 and filters_in == filters_out:
         if drop_rate > 0:  # stochastic depth: drop the whole residual branch per example
             x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}drop")(x)
@@ -138,7 +139,7 @@ def _mbconv_block(
 
 def build_efficientnet_body(
     n_mels=64, width_coefficient=1.0, depth_coefficient=1.0, drop_connect_rate=0.2,
-    name="efficientnet",
+    bn_momentum=0.99, name="efficientnet",
 ):
     """EfficientNet feature extractor: [batch, frames, n_mels, 1] -> [b, t', f', 1280*w]."""
     inputs = keras.Input(shape=(None, n_mels, 1), name="log_mel_image")
@@ -147,7 +148,7 @@ def build_efficientnet_body(
         round_filters(32, width_coefficient), 3, strides=2, padding="valid", use_bias=False,
         kernel_initializer=CONV_INITIALIZER, name="stem_conv",
     )(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
     x = layers.Activation("swish", name="stem_activation")(x)
 
     total_blocks = float(sum(round_repeats(s[1], depth_coefficient) for s in B0_STAGES))
@@ -168,6 +169,7 @@ def build_efficientnet_body(
                 expand_ratio=expand,
                 se_ratio=se_ratio,
                 drop_rate=drop_connect_rate * block_index / total_blocks,
+                bn_momentum=bn_momentum,
             )
             block_index += 1
 
@@ -175,7 +177,7 @@ def build_efficientnet_body(
         round_filters(1280, width_coefficient), 1, padding="same", use_bias=False,
         kernel_initializer=CONV_INITIALIZER, name="top_conv",
     )(x)
-    x = layers.BatchNormalization(name="top_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name="top_bn")(x)
     x = layers.Activation("swish", name="top_activation")(x)
     return keras.Model(inputs, x, name=name)
 
@@ -192,6 +194,7 @@ def build_encoder(config: MSSSConfig, name="encoder") -> keras.Model:
         width_coefficient=config.width_coefficient,
         depth_coefficient=config.depth_coefficient,
         drop_connect_rate=config.drop_connect_rate,
+        bn_momentum=config.batch_norm_momentum,
     )
     frames = FrequencyPooling(config.frequency_pooling, name="frequency_pooling")(body(image))
     return keras.Model(log_mel, frames, name=name)
