@@ -64,23 +64,21 @@ def load_msss_model(path: str):
     return model
 
 
-class Embedder(tf.Module):
-    """Scene and timestamp embeddings from a frozen front end + encoder.
+class WindowPlan:
+    """Where the 0.96 s windows go, for scene and timestamp embeddings.
+
+    The window placement of the module docstring, written once and shared by every
+    runtime: `Embedder` (Keras, SavedModel) runs it inside its graph; `TFLiteEmbedder`
+    (`msss_tf.export`) runs it eagerly for one clip, then feeds the windows to the
+    interpreter one by one. The methods take and return tensors, in a `tf.function` or
+    eagerly.
 
     Args:
-        frontend: the `LogMelFrontEnd` the encoder was trained with.
-        encoder: log-mel [b, frames, n_mels] -> frames [b, frames // 32, D].
-        config: the run's `MSSSConfig` (segment length, sample rate).
+        config: the run's `MSSSConfig` (STFT, segment length, sample rate).
         hop_ms: timestamp hop; must be a multiple of the STFT hop that divides 320 ms.
-
-    Attributes (the HEAR API reads them): `sample_rate`, `scene_embedding_size`,
-    `timestamp_embedding_size`.
     """
 
-    def __init__(self, frontend, encoder, config: MSSSConfig, hop_ms: float = 40.0, name=None):
-        super().__init__(name=name)
-        self.frontend = frontend
-        self.encoder = encoder
+    def __init__(self, config: MSSSConfig, hop_ms: float = 40.0):
         self.config = config
         stft_hop_ms = 1000.0 * config.stft_hop / config.sample_rate
         hop_frames = hop_ms / stft_hop_ms
@@ -93,9 +91,90 @@ class Embedder(tf.Module):
         self.hop_samples = self.hop_frames * config.stft_hop
         self.frames_per_window = config.segment_frames // TIME_STRIDE  # J = 3
         self.window_frames = self.frames_per_window * TIME_STRIDE  # 96
+        self.window_samples = config.segment_samples  # the samples of one 96-frame window
         self.shifts = TIME_STRIDE // self.hop_frames  # K = 8
         # Samples of zero padding that centre the first encoder frame on t = 0.
         self.start_pad = int(config.stft_hop * (TIME_STRIDE / 2 - 0.5) + config.stft_window / 2)
+
+    def num_frames(self, num_samples):
+        """Log-mel frames of `num_samples` samples (the STFT pads nothing)."""
+        return 1 + (num_samples - self.config.stft_window) // self.config.stft_hop
+
+    def scene_pad(self, num_samples):
+        """Zero samples appended to a clip so that it holds at least one window."""
+        return tf.maximum(self.window_samples - num_samples, 0)
+
+    def scene_starts(self, num_frames):
+        """Log-mel frames of the (padded) clip -> start frames int32 [w] of its
+        ceil(frames / 96) windows, spread evenly from its start to its end."""
+        num_windows = (num_frames + self.window_frames - 1) // self.window_frames
+        last_start = tf.cast(num_frames - self.window_frames, tf.float32)
+        return tf.cast(tf.round(tf.linspace(0.0, last_start, num_windows)), tf.int32)
+
+    def timestamp_plan(self, num_samples):
+        """Samples of a clip -> (start frames int32 [M * K] of the windows in the padded
+        audio, T timestamps, M tiles, end padding in samples).
+
+        The audio gets `start_pad` zeros in front and `end_pad` zeros behind; window
+        (m, k) starts at log-mel frame m * 96 + k * hop_frames of it.
+        """
+        per_tile = self.frames_per_window * self.shifts  # 24 timestamps per tile
+        num_timestamps = num_samples // self.hop_samples + 1
+        num_tiles = (num_timestamps + per_tile - 1) // per_tile
+        m = tf.range(num_tiles)[:, None]
+        k = tf.range(self.shifts)[None, :]
+        starts = tf.reshape(m * self.window_frames + k * self.hop_frames, [-1])
+        last_start = (num_tiles - 1) * self.window_frames + (self.shifts - 1) * self.hop_frames
+        needed = self.config.stft_window + self.config.stft_hop * (
+            last_start + self.window_frames - 1
+        )
+        end_pad = tf.maximum(needed - self.start_pad - num_samples, 0)
+        return starts, num_timestamps, num_tiles, end_pad
+
+    def arrange_timestamp_frames(self, frames, num_tiles, num_timestamps):
+        """Encoder frames [b, M * K, J, D] of the windows of `timestamp_plan`, in its
+        order -> (embeddings [b, T, D], timestamps_ms [b, T])."""
+        frames = tf.convert_to_tensor(frames)
+        batch = tf.shape(frames)[0]
+        size = frames.shape[-1]
+        frames = tf.reshape(
+            frames, [batch, num_tiles, self.shifts, self.frames_per_window, size]
+        )
+        # Timestamp index q = m * (J * K) + j * K + k: order the axes (m, j, k).
+        frames = tf.transpose(frames, [0, 1, 3, 2, 4])
+        per_tile = self.frames_per_window * self.shifts
+        frames = tf.reshape(frames, [batch, num_tiles * per_tile, size])
+        embeddings = frames[:, :num_timestamps]
+        timestamps = tf.cast(tf.range(num_timestamps), tf.float32) * self.hop_ms
+        return embeddings, tf.tile(timestamps[None, :], [batch, 1])
+
+
+class Embedder(tf.Module):
+    """Scene and timestamp embeddings from a frozen front end + encoder.
+
+    Args:
+        frontend: the `LogMelFrontEnd` the encoder was trained with.
+        encoder: log-mel [b, frames, n_mels] -> frames [b, frames // 32, D].
+        config: the run's `MSSSConfig` (segment length, sample rate).
+        hop_ms: timestamp hop; must be a multiple of the STFT hop that divides 320 ms.
+
+    Attributes (the HEAR API reads them): `sample_rate`, `scene_embedding_size`,
+    `timestamp_embedding_size`; `plan`: the `WindowPlan` (window placement).
+    """
+
+    def __init__(self, frontend, encoder, config: MSSSConfig, hop_ms: float = 40.0, name=None):
+        super().__init__(name=name)
+        self.frontend = frontend
+        self.encoder = encoder
+        self.config = config
+        self.plan = plan = WindowPlan(config, hop_ms)
+        self.hop_frames = plan.hop_frames
+        self.hop_ms = plan.hop_ms
+        self.hop_samples = plan.hop_samples
+        self.frames_per_window = plan.frames_per_window  # J = 3
+        self.window_frames = plan.window_frames  # 96
+        self.shifts = plan.shifts  # K = 8
+        self.start_pad = plan.start_pad
         self.sample_rate = config.sample_rate
         self.scene_embedding_size = int(encoder.output_shape[-1])
         self.timestamp_embedding_size = self.scene_embedding_size
@@ -116,9 +195,6 @@ class Embedder(tf.Module):
         return cls(frontend, build_encoder(config), config, **kwargs)
 
     # ---------------------------------------------------------------- graph code
-    def _num_frames(self, num_samples):
-        return 1 + (num_samples - self.config.stft_window) // self.config.stft_hop
-
     def _encode_windows(self, log_mel, starts):
         """log_mel [b, F, M]; starts int32 [w] -> encoder frames [b, w, J, D]."""
         index = starts[:, None] + tf.range(self.window_frames)[None, :]  # [w, 96]
@@ -130,19 +206,19 @@ class Embedder(tf.Module):
             frames, [shape[0], shape[1], self.frames_per_window, self.scene_embedding_size]
         )
 
+    def window_frames_tf(self, window):
+        """Exactly one 0.96 s window per row, float32 [b, segment_samples] -> the
+        window's encoder frames [b, J, D] (the streaming / TFLite unit)."""
+        window = tf.convert_to_tensor(window, tf.float32)
+        return self.encoder(self.frontend(window), training=False)
+
     def scene_embeddings_tf(self, waveform):
         """float32 [b, samples] -> [b, D] (see the module docstring)."""
         waveform = tf.convert_to_tensor(waveform, tf.float32)
-        segment = self.config.segment_samples
         num_samples = tf.shape(waveform)[1]
-        waveform = tf.pad(waveform, [[0, 0], [0, tf.maximum(segment - num_samples, 0)]])
+        waveform = tf.pad(waveform, [[0, 0], [0, self.plan.scene_pad(num_samples)]])
         log_mel = self.frontend(waveform)
-        num_frames = tf.shape(log_mel)[1]
-        num_windows = (num_frames + self.window_frames - 1) // self.window_frames
-        last_start = tf.cast(num_frames - self.window_frames, tf.float32)
-        starts = tf.cast(
-            tf.round(tf.linspace(0.0, last_start, num_windows)), tf.int32
-        )
+        starts = self.plan.scene_starts(tf.shape(log_mel)[1])
         frames = self._encode_windows(log_mel, starts)
         return tf.reduce_mean(frames, axis=[1, 2])
 
@@ -152,31 +228,12 @@ class Embedder(tf.Module):
         T = samples // hop_samples + 1; timestamp q is q * hop_ms, <= the audio's end.
         """
         waveform = tf.convert_to_tensor(waveform, tf.float32)
-        batch = tf.shape(waveform)[0]
-        num_samples = tf.shape(waveform)[1]
-        per_tile = self.frames_per_window * self.shifts  # 24 timestamps per tile
-        num_timestamps = num_samples // self.hop_samples + 1
-        num_tiles = (num_timestamps + per_tile - 1) // per_tile
-        # Window (m, k) starts at log-mel frame m * 96 + k * hop_frames (padded audio).
-        m = tf.range(num_tiles)[:, None]
-        k = tf.range(self.shifts)[None, :]
-        starts = tf.reshape(m * self.window_frames + k * self.hop_frames, [-1])
-        last_start = (num_tiles - 1) * self.window_frames + (self.shifts - 1) * self.hop_frames
-        needed = self.config.stft_window + self.config.stft_hop * (
-            last_start + self.window_frames - 1
+        starts, num_timestamps, num_tiles, end_pad = self.plan.timestamp_plan(
+            tf.shape(waveform)[1]
         )
-        end_pad = tf.maximum(needed - self.start_pad - num_samples, 0)
         padded = tf.pad(waveform, [[0, 0], [self.start_pad, end_pad]])
         frames = self._encode_windows(self.frontend(padded), starts)  # [b, M*K, J, D]
-        frames = tf.reshape(
-            frames, [batch, num_tiles, self.shifts, self.frames_per_window, -1]
-        )
-        # Timestamp index q = m * (J * K) + j * K + k: order the axes (m, j, k).
-        frames = tf.transpose(frames, [0, 1, 3, 2, 4])
-        frames = tf.reshape(frames, [batch, num_tiles * per_tile, self.scene_embedding_size])
-        embeddings = frames[:, :num_timestamps]
-        timestamps = tf.cast(tf.range(num_timestamps), tf.float32) * self.hop_ms
-        return embeddings, tf.tile(timestamps[None, :], [batch, 1])
+        return self.plan.arrange_timestamp_frames(frames, num_tiles, num_timestamps)
 
     # --------------------------------------------------------------- NumPy API
     def _batches(self, audio, batch_size):

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+import types
 from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
@@ -133,7 +134,10 @@ class _VariableHolder(tf.Module):
 
 
 def _check_nonempty(waveform):
-    """Run-time errors for an empty batch or zero-length clips, before any work."""
+    """Run-time errors for a wrong rank, an empty batch or zero-length clips, before any
+    work. (A signature called with a rank-1 tensor, e.g. by TF Serving, is not rejected
+    before the graph runs: EnsureShape names the problem instead of a slice deep inside.)"""
+    waveform = tf.ensure_shape(waveform, [None, None], name="waveform_must_be_batch_x_samples")
     shape = tf.shape(waveform)
     checks = [
         tf.debugging.assert_positive(
@@ -169,9 +173,10 @@ class EncoderServingModule(tf.Module):
 
     def __init__(self, embedder: Embedder, config_asset: Optional[str] = None):
         super().__init__(name="msss_encoder")
-        self.embedder = embedder
-        # Tracked as plain tf.Variables too, so that converters reading this SavedModel
-        # freeze them (see _VariableHolder).
+        # The Keras objects stay untracked (a plain holder) and their raw tf.Variables are
+        # tracked instead: each weight is saved once, and a TFLite converter reading this
+        # SavedModel freezes them (see _VariableHolder).
+        self._keras = types.SimpleNamespace(embedder=embedder)
         self.encoder_variables = _raw_variables(embedder)
         config = embedder.config
         samples = config.segment_samples
@@ -189,6 +194,10 @@ class EncoderServingModule(tf.Module):
                                                 input_signature=[WAVEFORM_SPEC])
         self.serving_default = tf.function(self._serve, input_signature=[WAVEFORM_SPEC])
         self.window = tf.function(self._window, input_signature=[window_spec])
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._keras.embedder
 
     def _checked(self, waveform):
         return _check_waveform(waveform, nonempty=True)
@@ -306,9 +315,11 @@ def export_encoder(model_or_path, export_base: str, version: Optional[int] = Non
         tf.saved_model.save(module, staging, signatures=module.signatures())
         saved_seconds = time.time() - started
 
-        tflite_paths, tflite_seconds = {}, {}
+        tflite_paths, tflite_seconds, parity = {}, {}, {}
         if tflite:
             os.makedirs(os.path.join(staging, TFLITE_DIR))
+            check_windows = representative_windows(embedder.config, representative_audio,
+                                                   max_windows=16, seed=1)
         for variant in tflite:
             t0 = time.time()
             content = convert_window_tflite(embedder, variant,
@@ -320,6 +331,7 @@ def export_encoder(model_or_path, export_base: str, version: Optional[int] = Non
             tflite_paths[variant] = os.path.join(export_dir, TFLITE_DIR,
                                                  f"encoder_{variant}.tflite")
             tflite_seconds[variant] = round(time.time() - t0, 1)
+            parity[variant] = tflite_parity(path, embedder, check_windows)
 
         summary = {
             "format": "msss-tf encoder export 1",
@@ -346,6 +358,7 @@ def export_encoder(model_or_path, export_base: str, version: Optional[int] = Non
                           "input": f"waveform float32 [1, {embedder.config.segment_samples}]",
                           "outputs": ["embedding [1, D]", "frames [1, 3, D]"],
                           "quantization": _VARIANT_NOTES[variant],
+                          "parity_vs_keras": parity[variant],
                           "seconds": tflite_seconds[variant]}
                 for variant in tflite
             },
@@ -463,8 +476,8 @@ def _as_audio_batch(audio) -> np.ndarray:
     if isinstance(audio, tf.Tensor):
         audio = audio.numpy()
     audio = np.asarray(audio)
-    if audio.dtype.kind not in "fiu":
-        raise TypeError(f"audio must hold float samples, got dtype {audio.dtype}")
+    if audio.dtype.kind != "f":
+        raise TypeError(f"audio must hold float samples in [-1, 1], got dtype {audio.dtype}")
     audio = audio.astype(np.float32, copy=False)
     if audio.ndim == 1:
         audio = audio[None, :]
@@ -656,6 +669,24 @@ def _op_output_names(content: bytes) -> list:
     return names
 
 
+def tflite_parity(path: str, embedder: Embedder, windows: np.ndarray,
+                  num_threads: Optional[int] = None) -> dict:
+    """How far a window .tflite is from the Keras encoder on `windows` [n, samples]:
+    the largest absolute difference of the frames, the float output's scale (max |x|)
+    and the cosine similarity of each frame vector (min, mean)."""
+    runner = TFLiteEmbedder(path, config=embedder.config, num_threads=num_threads)
+    ref = embedder.window_frames_tf(tf.constant(windows, tf.float32)).numpy()
+    got = np.stack([runner.window(w)[1] for w in windows])
+    ref2, got2 = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
+    cos = np.sum(ref2 * got2, -1) / np.maximum(
+        np.linalg.norm(ref2, axis=-1) * np.linalg.norm(got2, axis=-1), 1e-30)
+    return {"windows": int(len(windows)),
+            "max_abs_diff": float(np.abs(got - ref).max()),
+            "output_scale": float(np.abs(ref).max()),
+            "min_cosine": float(cos.min()),
+            "mean_cosine": float(cos.mean())}
+
+
 def _tflite_schema():
     try:
         from ai_edge_litert import schema_py_generated as schema
@@ -710,10 +741,14 @@ def tflite_metadata(path: str) -> Dict[str, bytes]:
     """The metadata entries of a .tflite file, {name: bytes}."""
     model, _ = _read_tflite(path)
     out = {}
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        buffer = model.Buffers(entry.Buffer())
-        out[entry.Name().decode()] = buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+    try:
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            buffer = model.Buffers(entry.Buffer())
+            out[entry.Name().decode()] = (buffer.DataAsNumpy().tobytes()
+                                          if buffer.DataLength() else b"")
+    except Exception as e:  # a truncated file reads past its end
+        raise ValueError(f"{path}: not a valid TFLite model ({type(e).__name__}: {e})") from e
     return out
 
 
@@ -726,13 +761,16 @@ def tflite_op_names(path: str) -> list:
     names = {value: key for key, value in vars(schema.BuiltinOperator).items()
              if not key.startswith("_")}
     ops = set()
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            ops.add(code.CustomCode().decode())
-        else:
-            ops.add(names.get(builtin, f"BUILTIN_{builtin}"))
+    try:
+        for i in range(model.OperatorCodesLength()):
+            code = model.OperatorCodes(i)
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            if builtin == schema.BuiltinOperator.CUSTOM:
+                ops.add(code.CustomCode().decode())
+            else:
+                ops.add(names.get(builtin, f"BUILTIN_{builtin}"))
+    except Exception as e:  # a truncated file reads past its end
+        raise ValueError(f"{path}: not a valid TFLite model ({type(e).__name__}: {e})") from e
     return sorted(ops)
 
 
