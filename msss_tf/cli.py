@@ -4,6 +4,8 @@
     msss-tf pretrain --data=synthetic|DIR --model_dir=DIR [...]
     msss-tf probe    --model_dir=DIR --task=NAME|PATH --out_dir=DIR [...]
     msss-tf demo     [--model_dir=DIR]                  the main job on built-in data
+    msss-tf export   --model_dir=DIR --export_dir=saved_models/NAME [--version=N] [...]
+    msss-tf embed    --model=PATH --out=FILE.npz FILE...  embeddings of audio files
 
 `msss-tf SUBCOMMAND --help` lists that subcommand's flags.
 """
@@ -162,16 +164,39 @@ def _define_probe(fv):
 
 def _define_demo(fv):
     flags.DEFINE_string("model_dir", "runs/demo", "Run directory of the demo.", flag_values=fv)
-    flags.DEFINE_integer("train_steps", 120, "Pre-training steps.", flag_values=fv)
+    flags.DEFINE_integer("train_steps", 200, "Pre-training steps.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 16, "Clips per batch.", flag_values=fv)
-    flags.DEFINE_float("width_coefficient", 1.0, "Encoder width (1.0 = EfficientNet-B0).",
-                       flag_values=fv)
-    flags.DEFINE_float("depth_coefficient", 1.0, "Encoder depth (1.0 = EfficientNet-B0).",
+    flags.DEFINE_float("width_coefficient", 0.5, "Encoder width (1.0 = EfficientNet-B0; the "
+                       "demo's 0.5 keeps it to minutes on a CPU).", flag_values=fv)
+    flags.DEFINE_float("depth_coefficient", 0.5, "Encoder depth (1.0 = EfficientNet-B0).",
                        flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed.", flag_values=fv)
     flags.DEFINE_string("export_dir", "saved_models", "Base folder of the exported models.",
                         flag_values=fv)
     flags.DEFINE_integer("probe_epochs", 60, "Most epochs of each probe.", flag_values=fv)
+
+
+def _define_export(fv):
+    flags.DEFINE_string("model_dir", None, "Pre-trained encoder: a run directory (its model.keras "
+                        "or latest checkpoint) or a .keras file.", flag_values=fv)
+    flags.DEFINE_string("export_dir", None, "TF Serving base folder, e.g. saved_models/NAME; the "
+                        "export goes to EXPORT_DIR/VERSION/ (SavedModel, assets/, tflite/, "
+                        "export_summary.json).", flag_values=fv)
+    flags.DEFINE_integer("version", None, "Version number (default: the next free one).",
+                         flag_values=fv)
+    flags.DEFINE_list("tflite", ["float32", "dynamic_int8", "int8"], "TFLite variants of the "
+                      "0.96 s window model: float32, dynamic_int8 (int8 weights), int8 (full "
+                      "integer encoder, float front end); empty for none.", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Replace an existing EXPORT_DIR/VERSION.",
+                         flag_values=fv)
+
+
+def _define_embed(fv):
+    flags.DEFINE_string("model", None, "An exported SavedModel folder (or its base folder), a "
+                        ".tflite file, a run directory or a .keras file.", flag_values=fv)
+    flags.DEFINE_string("out", None, "The .npz to write: ids, scene_embeddings [n, D], "
+                        "timestamp_embeddings [n, T_max, D] zero-padded, timestamps_ms "
+                        "[n, T_max] padded with -1, num_timestamps [n], skipped.", flag_values=fv)
 
 
 # -------------------------------------------------------------------------- commands
@@ -249,11 +274,83 @@ def run_demo(fv):
     return 0
 
 
+def run_export(fv):
+    """Exports the encoder (SavedModel + TFLite) and prints the files and their sizes."""
+    from msss_tf.export import export_encoder
+
+    _require(fv, "model_dir", "export_dir")
+    try:
+        result = export_encoder(fv.model_dir, fv.export_dir, version=fv.version,
+                                tflite=[v for v in fv.tflite if v], overwrite=fv.overwrite)
+    except FileExistsError as e:
+        raise UsageError(str(e)) from e
+    print(f"exported version {result['version']} to {result['export_dir']}")
+    for name, size in result["sizes"].items():
+        print(f"  {size / 1024:10.1f} KiB  {os.path.join(result['export_dir'], name)}")
+    print(f"summary: {result['summary']}")
+    return 0
+
+
+def run_embed(fv, files=()):
+    """Embeds audio files (FILES, or folders of them) into one .npz; skips bad files."""
+    import keras
+    import numpy as np
+
+    from msss_tf.data.audio import AudioError, find_audio_files, load_audio
+    from msss_tf.hear import load_embedder
+
+    _require(fv, "model", "out")
+    paths = []
+    for item in files:
+        paths.extend(find_audio_files(item) if os.path.isdir(item) else [item])
+    if not paths:
+        raise UsageError("no audio files given: msss-tf embed --model=M --out=F.npz FILE...")
+    embedder = load_embedder(fv.model)
+    ids, scenes, stamps, embs, skipped = [], [], [], [], []
+    bar = keras.utils.Progbar(len(paths), unit_name="file") if len(paths) > 10 else None
+    for i, path in enumerate(paths):
+        try:
+            audio = load_audio(path, sample_rate=embedder.sample_rate)[None]
+            scene = embedder.scene_embeddings(audio)[0]
+            emb, ts = embedder.timestamp_embeddings(audio)
+        except (AudioError, ValueError) as e:
+            print(f"skipped {path}: {e}")
+            skipped.append(f"{path}: {e}")
+        else:
+            ids.append(path)
+            scenes.append(scene)
+            embs.append(emb[0])
+            stamps.append(ts[0])
+        if bar is not None:
+            bar.update(i + 1)
+    if not ids:
+        raise UsageError(f"none of the {len(paths)} file(s) could be embedded")
+    longest, size = max(len(t) for t in stamps), len(scenes[0])
+    padded = np.zeros((len(ids), longest, size), np.float32)
+    padded_ts = np.full((len(ids), longest), -1.0, np.float32)
+    for i, (e, t) in enumerate(zip(embs, stamps)):
+        padded[i, :len(t)] = e
+        padded_ts[i, :len(t)] = t
+    out = fv.out if fv.out.endswith(".npz") else fv.out + ".npz"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, ids=np.array(ids), scene_embeddings=np.stack(scenes),
+                 timestamp_embeddings=padded, timestamps_ms=padded_ts,
+                 num_timestamps=np.array([len(t) for t in stamps], np.int64),
+                 skipped=np.array(skipped, dtype=str), model=np.array(fv.model))
+    os.replace(tmp, out)
+    print(f"embedded {len(ids)} file(s), skipped {len(skipped)}: {out}")
+    return 0
+
+
 COMMANDS = {
     "prepare": (_define_prepare, run_prepare, "Decode an audio folder once into TFRecord shards."),
     "pretrain": (_define_pretrain, run_pretrain, "Pre-train the MSSS model with model.fit."),
     "probe": (_define_probe, run_probe, "Linear/MLP probes on a frozen encoder; scores, exports."),
     "demo": (_define_demo, run_demo, "The main job on the built-in offline corpus, in minutes."),
+    "export": (_define_export, run_export, "Export the encoder: TF Serving SavedModel + TFLite."),
+    "embed": (_define_embed, run_embed, "Embed audio files with any model into an .npz."),
 }
 
 
@@ -301,7 +398,7 @@ def main(argv=None) -> int:
     define(fv)
     flags.DEFINE_boolean("help", False, "Show this help.", flag_values=fv, short_name="h")
     try:
-        fv(argv[1:])  # the first item plays the program name
+        positional = fv(argv[1:])[1:]  # the first item plays the program name
     except flags.Error as e:
         print(f"msss-tf {command}: {e}\nTry 'msss-tf {command} --help'.", file=sys.stderr)
         return 2
@@ -310,7 +407,7 @@ def main(argv=None) -> int:
         print(textwrap.indent(fv.get_help(include_special_flags=False), ""))
         return 0
     try:
-        return run(fv)
+        return run(fv, positional) if command == "embed" else run(fv)
     except (UsageError, ValueError, FileNotFoundError) as e:
         print(f"msss-tf {command}: error: {e}", file=sys.stderr)
         return 2
