@@ -47,7 +47,9 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
     from msss_tf.probe import ProbeSettings, run_probes
 
     print(f"[1/4] pre-training on the built-in synthetic corpus ({synthetic_clips} clips): "
-          f"{train_steps} steps of batch {config.batch_size}, losses {'+'.join(config.losses)}")
+          f"{train_steps} steps of batch {config.batch_size}, losses {'+'.join(config.losses)}, "
+          f"EfficientNet width x{config.width_coefficient} depth x{config.depth_coefficient}"
+          f"{' (B0)' if config.width_coefficient == config.depth_coefficient == 1 else ''}")
     result = pretrain(
         config,
         data="synthetic",
