@@ -4,7 +4,8 @@
 2. scores held-out pre-training losses, untrained vs trained;
 3. probes the three built-in tasks (scene, pitch, events) on the frozen trained encoder
    and, as the reference row, on the same encoder randomly initialised;
-4. exports the trained probes as SavedModels (waveform in, probabilities out).
+4. exports the trained probes as SavedModels (waveform in, probabilities out) and the
+   encoder as a TF Serving SavedModel and a float32 TFLite file.
 """
 
 from __future__ import annotations
@@ -87,14 +88,24 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
               float(r["value"])) for r in trained_rows if r["split"] == "test"]
     print("\nResults: linear probes on frozen embeddings, test split (higher is better)")
     print(format_table(table, ("task", "metric", "random init", "MSSS pre-trained")))
-    if exports:
-        print("\nExported probe SavedModels (serving_default: waveform [batch, samples] at 16 kHz):")
+    encoder_export = None
+    if export_dir:
+        from msss_tf.export import export_encoder
+
+        print("\nexporting the encoder (SavedModel for TF Serving + float32 TFLite) ...")
+        encoder_export = export_encoder(result.model, os.path.join(export_dir, "msss_demo_encoder"),
+                                        tflite=("float32",))
+        print("Exported (all take waveform float32 [batch, samples] at 16 kHz):")
+        print(f"  encoder SavedModel: {encoder_export['saved_model']}")
+        for variant, path in encoder_export["tflite"].items():
+            print(f"  encoder TFLite ({variant}, one 0.96 s window): {path}")
         for task, path in exports.items():
-            print(f"  {task}: {path}")
+            print(f"  {task} probe SavedModel: {path}")
     summary = {
         "pretrain_losses": {"untrained": before, "trained": after},
         "probes": {"trained": trained_rows, "random_init": random_rows},
-        "exports": exports,
+        "exports": {"probes": exports,
+                    "encoder": encoder_export["saved_model"] if encoder_export else None},
         "train_steps": result.steps,
         "config": config.to_dict(),
     }
