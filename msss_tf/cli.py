@@ -18,6 +18,9 @@ import textwrap
 
 from absl import flags
 
+# Quiet TensorFlow's C++ start-up and converter logs on the console (set it to 0 to see them).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 USAGE = __doc__
 
 

@@ -160,6 +160,7 @@ def pretrain(
         report=skipped,
         num_clips=synthetic_clips,
     )
+    keras.utils.set_random_seed(config.seed)  # the same seed, the same initial weights
     model = MSSSModel(config)
     model.compile(optimizer=build_optimizer(config))
 
