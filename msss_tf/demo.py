@@ -18,6 +18,7 @@ from msss_tf.data import pretrain_dataset
 from msss_tf.data.audio import write_json_atomically
 from msss_tf.model import MSSSModel, build_optimizer
 from msss_tf.pretrain import pretrain
+from msss_tf.probe import format_table
 
 HELD_OUT_SEED_OFFSET = 10_007  # held-out clips come from another corpus seed
 DEMO_TASKS = ("synthetic_scene", "synthetic_pitch", "synthetic_events")
@@ -28,18 +29,6 @@ def held_out_losses(model: MSSSModel, config: MSSSConfig, steps: int = 8) -> dic
     held_out = config.replace(seed=config.seed + HELD_OUT_SEED_OFFSET)
     dataset = pretrain_dataset("synthetic", held_out, num_clips=min(256, steps * config.batch_size))
     return model.evaluate(dataset, steps=steps, verbose=0, return_dict=True)
-
-
-def format_table(rows, headers) -> str:
-    widths = [max(len(str(h)), *(len(_fmt(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    out = [line([str(h) for h in headers]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line([_fmt(c) for c in r]) for r in rows]
-    return "\n".join(out)
-
-
-def _fmt(value):
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthetic_clips=256,

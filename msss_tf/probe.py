@@ -326,9 +326,19 @@ def write_results(rows: List[dict], out_dir: str) -> Dict[str, str]:
     return {"json": json_path, "csv": csv_path}
 
 
-def format_results_table(rows: List[dict], split: str = "test") -> str:
-    from msss_tf.demo import format_table
+def format_table(rows, headers) -> str:
+    widths = [max(len(str(h)), *(len(_fmt(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    out = [line([str(h) for h in headers]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line([_fmt(c) for c in r]) for r in rows]
+    return "\n".join(out)
 
+
+def _fmt(value):
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def format_results_table(rows: List[dict], split: str = "test") -> str:
     chosen = [r for r in rows if r["split"] == split]
     table = [(r["task"], r["metric"], float(r["value"]), r["encoder"], r["probe"]) for r in chosen]
     return format_table(table, ("task", "metric", split, "encoder", "probe"))
