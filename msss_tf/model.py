@@ -8,10 +8,27 @@ waveforms [batch, segment_samples]), one step:
 2. runs the front end: log-mel of the anchor and of its pitch-shifted copy from one STFT,
    and of the positive;
 3. runs the encoder once per view (three calls: each view keeps its own batch-norm
-   statistics, and on CPU three calls are faster than one call on the concatenation);
+   statistics, and on CPU three calls are faster than one call on the concatenation;
+   `view_batching="concat"` makes it one call on the 3B concatenation instead);
 4. computes L = L_clip + lambda_f L_frame + lambda_p L_pitch with the losses switched on.
 
 Views and heads that no enabled loss needs are not computed.
+
+Speed and scale options (none changes the default step's numbers):
+
+* `mixed_precision="mixed_float16" | "mixed_bfloat16"`: the encoder runs in that policy;
+  its outputs are cast to float32, so the heads, similarities and losses stay float32.
+  With float16, compile with a `keras.optimizers.LossScaleOptimizer` (`pretrain` does);
+  `train_step` scales the loss through `optimizer.scale_loss`.
+* Under a `tf.distribute` strategy with R > 1 replicas each replica holds B / R clips of
+  the global batch B; the step then computes what one device computes on the global
+  batch: the pitch ratios and the positive's noise are drawn for the global batch with
+  the same seed on every replica and sliced by replica id; the clip loss scores each
+  local anchor against the positives of all replicas (`all_gather`, so the negatives are
+  the whole global batch, as on one device); the loss is divided by R before the
+  gradient (the optimiser sums gradients over replicas); the reported metrics are
+  averaged over replicas. `set_batch_norm_synchronized(True)` makes the encoder's batch
+  normalisation use global-batch statistics too (see WORKSPACE.md, "Performance").
 """
 
 from __future__ import annotations
@@ -58,17 +75,38 @@ class MSSSModel(keras.Model):
     (see `msss_tf.data.pretrain_dataset`) and report `loss` and one metric per loss.
     """
 
-    def __init__(self, config=None, **kwargs):
+    VIEW_BATCHING = ("separate", "concat")
+    MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+
+    def __init__(self, config=None, view_batching="separate", mixed_precision=None, **kwargs):
         super().__init__(**kwargs)
         if config is None:
             config = MSSSConfig()
         elif isinstance(config, dict):
             config = MSSSConfig.from_dict(config)
+        if view_batching not in self.VIEW_BATCHING:
+            raise ValueError(f"view_batching={view_batching!r}: must be one of {self.VIEW_BATCHING}")
+        if mixed_precision in ("", "float32", "none"):
+            mixed_precision = None
+        if mixed_precision not in self.MIXED_PRECISION:
+            raise ValueError(f"mixed_precision={mixed_precision!r}: must be one of "
+                             f"{self.MIXED_PRECISION}")
         self.msss_config = config
+        self.view_batching = view_batching
+        self.mixed_precision = mixed_precision
         losses = config.losses
 
         self.frontend = LogMelFrontEnd.from_msss_config(config, name="frontend")
-        self.encoder = build_encoder(config)
+        if mixed_precision:
+            # Only the encoder runs in the mixed policy; everything after it is float32.
+            previous = keras.config.dtype_policy()
+            keras.config.set_dtype_policy(mixed_precision)
+            try:
+                self.encoder = build_encoder(config)
+            finally:
+                keras.config.set_dtype_policy(previous)
+        else:
+            self.encoder = build_encoder(config)
         channels = self.encoder.output_shape[-1]
         frame_shape = (None, None, channels)
         dim = config.embedding_dim
@@ -117,7 +155,32 @@ class MSSSModel(keras.Model):
 
     # ------------------------------------------------------------------ inference
     def call(self, waveform, training=False):
-        return self.encoder(self.frontend(waveform), training=training)
+        return self._encode(self.frontend(waveform), training)
+
+    def _encode(self, log_mel, training):
+        frames = self.encoder(log_mel, training=training)
+        return frames if frames.dtype == tf.float32 else tf.cast(frames, tf.float32)
+
+    def _encode_views(self, mels, training):
+        """Encoder outputs of a list of log-mel views (None entries stay None)."""
+        present = [m for m in mels if m is not None]
+        if self.view_batching == "concat" and len(present) > 1:
+            sizes = [tf.shape(m)[0] for m in present]
+            joined = self._encode(tf.concat(present, axis=0), training)
+            parts = iter(tf.split(joined, sizes, axis=0))
+            return [None if m is None else next(parts) for m in mels]
+        return [None if m is None else self._encode(m, training) for m in mels]
+
+    def set_batch_norm_synchronized(self, synchronized: bool = True) -> int:
+        """Switches the encoder's batch normalisation to global-batch statistics under a
+        multi-replica tf.distribute strategy (Keras's `synchronized=True`, an all-reduce
+        per layer and view). Weights are unchanged. Returns the number of layers."""
+        count = 0
+        for layer in self.encoder._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = bool(synchronized)
+                count += 1
+        return count
 
     # ------------------------------------------------------------------- training
     def compute_msss_losses(self, batch, training=False):
@@ -131,39 +194,57 @@ class MSSSModel(keras.Model):
         batch_size = tf.shape(anchor_wave)[0]
         self_mode = config.frame_positives == "self"
         need_positive = self.clip_loss is not None or (self.frame_loss is not None and self_mode)
+        replica = _replica_context()
 
         ratio = None
         if config.needs_shifted_view:
-            ratio = keras.random.uniform(
-                (batch_size,),
-                minval=config.pitch_ratio_min,
-                maxval=config.pitch_ratio_max,
-                seed=self.seed_generator,
+            ratio = _global_draw(
+                replica,
+                lambda n: keras.random.uniform(
+                    (n,),
+                    minval=config.pitch_ratio_min,
+                    maxval=config.pitch_ratio_max,
+                    seed=self.seed_generator,
+                ),
+                batch_size,
             )
             anchor_mel, shifted_mel = self.frontend.anchor_and_shifted(anchor_wave, ratio)
-            shifted = self.encoder(shifted_mel, training=training)
         else:
             anchor_mel = self.frontend(anchor_wave)
-            shifted = None
-        anchor = self.encoder(anchor_mel, training=training)
+            shifted_mel = None
 
-        positive = None
+        positive_mel = None
         if need_positive:
             positive_wave = tf.convert_to_tensor(batch["positive"], tf.float32)
             if config.positive_noise_std > 0:
-                positive_wave += keras.random.normal(
-                    tf.shape(positive_wave),
-                    stddev=config.positive_noise_std,
-                    seed=self.seed_generator,
+                samples = tf.shape(positive_wave)[1]
+                positive_wave += _global_draw(
+                    replica,
+                    lambda n: keras.random.normal(
+                        tf.stack([n, samples]),
+                        stddev=config.positive_noise_std,
+                        seed=self.seed_generator,
+                    ),
+                    batch_size,
                 )
-            positive = self.encoder(self.frontend(positive_wave), training=training)
+            positive_mel = self.frontend(positive_wave)
+        if self.view_batching == "concat":
+            anchor, positive, shifted = self._encode_views(
+                [anchor_mel, positive_mel, shifted_mel], training)
+        else:  # the order of the original step: shifted, anchor, positive
+            shifted, anchor, positive = self._encode_views(
+                [shifted_mel, anchor_mel, positive_mel], training)
 
         out = {}
         total = 0.0
         if self.clip_loss is not None:
-            clip, accuracy = self.clip_loss(
-                self.clip_head(anchor), self.clip_head(positive), return_accuracy=True
-            )
+            if replica is None:
+                clip, accuracy = self.clip_loss(
+                    self.clip_head(anchor), self.clip_head(positive), return_accuracy=True
+                )
+            else:
+                clip, accuracy = self._cross_replica_clip_loss(
+                    replica, self.clip_head(anchor), self.clip_head(positive))
             out["clip_loss"], out["clip_accuracy"] = clip, accuracy
             total += clip
         if self.frame_loss is not None:
@@ -182,17 +263,38 @@ class MSSSModel(keras.Model):
         out["loss"] = total
         return out
 
+    def _cross_replica_clip_loss(self, replica, anchor, positive):
+        """The clip loss of this replica's anchors against the global batch's positives."""
+        everyone = replica.all_gather(positive, axis=0)  # [R * b, D], replica order
+        logits = self.clip_loss.logits(anchor, everyone)  # [b, R * b]
+        local = tf.shape(anchor)[0]
+        labels = tf.cast(replica.replica_id_in_sync_group, tf.int32) * local + tf.range(local)
+        loss = tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+        hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
+                       loss.dtype)
+        return loss, tf.reduce_mean(hits)
+
     def _update_trackers(self, values):
+        replica = _replica_context()
+        if replica is not None:  # every replica reports the global batch's means
+            names = list(self.trackers)
+            means = replica.all_reduce(tf.distribute.ReduceOp.MEAN, [values[n] for n in names])
+            values = dict(zip(names, means))
         for name, tracker in self.trackers.items():
             tracker.update_state(values[name])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def train_step(self, data):
+        replica = _replica_context()
         with tf.GradientTape() as tape:
             values = self.compute_msss_losses(data, training=True)
             loss = values["loss"]
             if self.losses:  # regularisers, if a user adds any
                 loss += tf.add_n(self.losses)
+            if replica is not None:  # the optimiser sums the replicas' gradients
+                loss = loss / replica.num_replicas_in_sync
+            loss = self.optimizer.scale_loss(loss)  # loss scaling for mixed_float16
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_trackers(values)
@@ -206,9 +308,35 @@ class MSSSModel(keras.Model):
 
     # -------------------------------------------------------------- serialisation
     def get_config(self):
-        return {"name": self.name, "msss_config": self.msss_config.to_dict()}
+        config = {"name": self.name, "msss_config": self.msss_config.to_dict()}
+        if self.view_batching != "separate":
+            config["view_batching"] = self.view_batching
+        if self.mixed_precision:
+            config["mixed_precision"] = self.mixed_precision
+        return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         return cls(config=MSSSConfig.from_dict(config.pop("msss_config")), **config)
+
+
+def _replica_context():
+    """The replica context of a multi-replica tf.distribute step, else None."""
+    if not tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def _global_draw(replica, draw, local_batch):
+    """draw(n) for this replica's rows: on one device draw(local_batch); with R replicas,
+    every replica makes the same draw(R * local_batch) (same seed state) and keeps its
+    own slice, so the values are those one device would draw for the global batch."""
+    if replica is None:
+        return draw(local_batch)
+    everyone = draw(local_batch * replica.num_replicas_in_sync)
+    start = tf.cast(replica.replica_id_in_sync_group, tf.int32) * local_batch
+    return everyone[start:start + local_batch]
