@@ -20,7 +20,8 @@ setup(
         "soundfile>=0.12,<0.15",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "matplotlib>=3.8,<4"],
+        "study": ["matplotlib>=3.8,<4"],  # experiments/ablation.py: the report's bar charts
         "eval": ["sed_eval>=0.2.1,<0.3", "dcase_util>=0.2.20,<0.3"],
         "tflite": ["ai-edge-litert>=2.0,<3"],
     },
