@@ -120,6 +120,9 @@ def _define_prepare(fv):
                          flag_values=fv)
     flags.DEFINE_integer("sample_rate", 16000, "Sample rate the audio is resampled to.",
                          flag_values=fv)
+    flags.DEFINE_float("max_clip_seconds", 10.0, "Longer files are stored as clips of about "
+                       "this length (0.67x to 1.5x), decoded one at a time, so an hour-long "
+                       "file never sits in memory whole; 0: whole files.", flag_values=fv)
 
 
 def _define_pretrain(fv):
@@ -134,6 +137,10 @@ def _define_pretrain(fv):
     flags.DEFINE_integer("synthetic_clips", 256, "Clips in the built-in corpus (--data=synthetic).",
                          flag_values=fv)
     flags.DEFINE_integer("log_every", 10, "TensorBoard logging interval in steps.", flag_values=fv)
+    flags.DEFINE_enum("on_nonfinite", "stop", ["stop", "skip"], "A step with a non-finite "
+                      "loss: stop (exit code 3, naming the step; nothing of that epoch is saved, "
+                      "the last checkpoint stays good) or skip (undo the step and go on; 10 in a "
+                      "row still stop).", flag_values=fv)
     _config_flags(fv)
 
 
@@ -208,7 +215,8 @@ def run_prepare(fv):
 
     _require(fv, "audio_dir", "out_dir")
     manifest = prepare_corpus(
-        fv.audio_dir, fv.out_dir, sample_rate=fv.sample_rate, num_shards=fv.num_shards
+        fv.audio_dir, fv.out_dir, sample_rate=fv.sample_rate, num_shards=fv.num_shards,
+        max_clip_seconds=fv.max_clip_seconds,
     )
     print(
         f"prepared {manifest['num_clips']} clips ({manifest['total_seconds'] / 3600:.2f} h) "
@@ -222,19 +230,25 @@ def run_prepare(fv):
 
 def run_pretrain(fv):
     from msss_tf.pretrain import pretrain, resolve_config
+    from msss_tf.reliability import NonFiniteLossError
 
     _require(fv, "model_dir")
     config, explicit = config_from_flags(fv)
     config = resolve_config(fv.model_dir, config, explicit)
-    result = pretrain(
-        config,
-        data=fv.data,
-        model_dir=fv.model_dir,
-        train_steps=fv.train_steps,
-        steps_per_epoch=fv.steps_per_epoch,
-        synthetic_clips=fv.synthetic_clips,
-        log_every=fv.log_every,
-    )
+    try:
+        result = pretrain(
+            config,
+            data=fv.data,
+            model_dir=fv.model_dir,
+            train_steps=fv.train_steps,
+            steps_per_epoch=fv.steps_per_epoch,
+            synthetic_clips=fv.synthetic_clips,
+            log_every=fv.log_every,
+            on_nonfinite=fv.on_nonfinite,
+        )
+    except NonFiniteLossError as e:
+        print(f"msss-tf pretrain: stopped: {e}", file=sys.stderr)
+        return 3
     _print_pretrain_summary(result, fv.model_dir)
     return 0
 

@@ -491,6 +491,24 @@ def _as_audio_batch(audio) -> np.ndarray:
     return audio
 
 
+def check_window(window, window_samples: int) -> np.ndarray:
+    """One 0.96 s window for the TFLite model (whose graph cannot check its input: Assert
+    and CheckNumerics are not TFLite built-ins): float samples, exactly `window_samples` of
+    them ([n] or [1, n]), all finite. Returns float32 [1, window_samples]; raises
+    TypeError / ValueError saying what is wrong."""
+    if isinstance(window, tf.Tensor):
+        window = window.numpy()
+    window = np.asarray(window)
+    if window.dtype.kind != "f":
+        raise TypeError(f"window must hold float samples in [-1, 1], got dtype {window.dtype}")
+    if window.shape not in ((window_samples,), (1, window_samples)):
+        raise ValueError(f"window must be [{window_samples}] or [1, {window_samples}] (one "
+                         f"0.96 s window at 16 kHz), got shape {window.shape}")
+    if not np.all(np.isfinite(window)):
+        raise ValueError("window holds NaN or Inf samples")
+    return window.astype(np.float32, copy=False).reshape(1, window_samples)
+
+
 def _empty_timestamps(num_samples, hop_ms, sample_rate, size):
     steps = num_samples // int(round(hop_ms * sample_rate / 1000)) + 1
     return np.zeros((0, steps, size), np.float32), np.zeros((0, steps), np.float32)
@@ -852,7 +870,7 @@ class TFLiteEmbedder:
 
     def window(self, window) -> tuple:
         """One window float32 [window_samples] -> (embedding [D], frames [3, D])."""
-        window = np.asarray(window, np.float32).reshape(1, self.plan.window_samples)
+        window = check_window(window, self.plan.window_samples)
         out = self._runner(waveform=window)
         return out["embedding"][0], out["frames"][0]
 

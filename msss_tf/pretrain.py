@@ -31,6 +31,10 @@ from msss_tf.config import CONFIG_FILENAME, MSSSConfig
 from msss_tf.data import SkipReport, pretrain_dataset
 from msss_tf.data.audio import write_json_atomically
 from msss_tf.model import MSSSModel, build_optimizer
+from msss_tf.reliability import (NONFINITE_POLICIES, TRAIN_LOG, AtomicBackupAndRestore,
+                                 AtomicModelCheckpoint, NonFiniteGuard, NonFiniteLossError,
+                                 RunLog, install_nonfinite_skip, read_backup_metadata,
+                                 save_model_atomically, test_hook_callbacks)
 
 BACKUP_DIR = "backup"
 CHECKPOINT_DIR = "checkpoints"
@@ -64,36 +68,10 @@ def resolve_config(model_dir: str, config: MSSSConfig, explicit: Optional[set] =
 
 
 def _resumed_epoch(model_dir: str) -> int:
-    path = os.path.join(model_dir, BACKUP_DIR, "training_metadata.json")
-    try:
-        with open(path) as f:
-            return int(json.load(f).get("epoch", 0))
-    except (OSError, ValueError):
-        return 0
+    return int(read_backup_metadata(os.path.join(model_dir, BACKUP_DIR)).get("epoch", 0))
 
 
-class _AtomicModelCheckpoint(keras.callbacks.Callback):
-    """Saves the full model as `.keras` each epoch: written to a temporary file, then
-    renamed, so a kill during the write never leaves a truncated checkpoint."""
-
-    def __init__(self, directory, keep=3):
-        super().__init__()
-        self.directory = directory
-        self.keep = keep
-
-    def on_epoch_end(self, epoch, logs=None):
-        os.makedirs(self.directory, exist_ok=True)
-        save_model_atomically(self.model, os.path.join(self.directory, f"epoch-{epoch + 1:04d}.keras"))
-        saved = sorted(f for f in os.listdir(self.directory) if f.endswith(".keras"))
-        for old in saved[: -self.keep] if self.keep else []:
-            os.remove(os.path.join(self.directory, old))
-
-
-def save_model_atomically(model: keras.Model, path: str) -> str:
-    tmp = path[: -len(".keras")] + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
-    return path
+# AtomicModelCheckpoint and save_model_atomically live in msss_tf.reliability.
 
 
 def latest_checkpoint(model_dir: str) -> Optional[str]:
@@ -104,7 +82,8 @@ def latest_checkpoint(model_dir: str) -> Optional[str]:
     directory = os.path.join(model_dir, CHECKPOINT_DIR)
     if not os.path.isdir(directory):
         return None
-    saved = sorted(f for f in os.listdir(directory) if f.endswith(".keras") and ".tmp" not in f)
+    saved = sorted(f for f in os.listdir(directory)
+                   if f.endswith(".keras") and not f.endswith(".tmp.keras"))
     return os.path.join(directory, saved[-1]) if saved else None
 
 
@@ -129,6 +108,7 @@ def pretrain(
     log_every: int = 10,
     verbose="auto",
     extra_callbacks=(),
+    on_nonfinite: str = "stop",
 ) -> PretrainResult:
     """Pre-trains an `MSSSModel` on `data` into `model_dir`; resumes if it holds a run.
 
@@ -141,7 +121,13 @@ def pretrain(
         synthetic_clips: size of the built-in corpus when `data == "synthetic"`.
         log_every: TensorBoard logs every this many steps.
         verbose: Keras `fit` verbosity ("auto": a progress bar).
+        on_nonfinite: a step with a non-finite loss (or non-finite weights after it):
+            "stop" raises `NonFiniteLossError` naming the step before anything of that
+            epoch is saved (the last checkpoint and backup/ stay good); "skip" undoes the
+            step and goes on (10 in a row still stop). See `msss_tf.reliability`.
     """
+    if on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"--on_nonfinite={on_nonfinite!r}: must be one of {NONFINITE_POLICIES}")
     if train_steps < 1:
         raise ValueError(f"--train_steps must be >= 1, got {train_steps}")
     if steps_per_epoch < 1:
@@ -152,6 +138,9 @@ def pretrain(
     config.save(model_dir)
 
     start_epoch = _resumed_epoch(model_dir)
+    # Seed first: the pipeline's seeded shuffles also read TF's global seed, so a second
+    # pretrain() in one process would otherwise see another data order than a fresh one.
+    keras.utils.set_random_seed(config.seed)
     skipped = SkipReport()
     dataset = pretrain_dataset(
         data,
@@ -163,25 +152,41 @@ def pretrain(
     keras.utils.set_random_seed(config.seed)  # the same seed, the same initial weights
     model = MSSSModel(config)
     model.compile(optimizer=build_optimizer(config))
+    if on_nonfinite == "skip":
+        install_nonfinite_skip(model)
 
+    # Order matters at an epoch's end: the guard refuses a non-finite state before the
+    # checkpoint and the backup (the commit point) are written; the log records the commit.
+    run_log = RunLog(os.path.join(model_dir, TRAIN_LOG), steps_per_epoch)
+    guard = NonFiniteGuard(on_nonfinite, steps_per_epoch, os.path.join(model_dir, CHECKPOINT_DIR),
+                           run_log=run_log)
     callbacks = [
-        keras.callbacks.BackupAndRestore(
-            os.path.join(model_dir, BACKUP_DIR), delete_checkpoint=False, double_checkpoint=True
-        ),
-        _AtomicModelCheckpoint(os.path.join(model_dir, CHECKPOINT_DIR)),
+        guard,
+        AtomicModelCheckpoint(os.path.join(model_dir, CHECKPOINT_DIR), marker_dir=model_dir),
+        AtomicBackupAndRestore(os.path.join(model_dir, BACKUP_DIR)),
+        run_log,
         keras.callbacks.TensorBoard(os.path.join(model_dir, LOG_DIR), update_freq=log_every),
-        keras.callbacks.TerminateOnNaN(),
+        *test_hook_callbacks(steps_per_epoch, model_dir),
         *extra_callbacks,
     ]
     started = time.time()
-    history = model.fit(
-        dataset,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # the pipeline shuffles, with the seed
-    )
+    try:
+        history = model.fit(
+            dataset,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the pipeline shuffles, with the seed
+        )
+    except NonFiniteLossError as e:
+        skipped.write(os.path.join(model_dir, "skipped.json"))
+        write_json_atomically(os.path.join(model_dir, "summary.json"), {
+            "data": data, "status": "stopped", "error": str(e), "stopped_at_step": e.step,
+            "last_good_checkpoint": e.checkpoint, "resumed_from_epoch": start_epoch,
+            "nonfinite_skipped_steps": guard.skipped_steps,
+            "seconds": time.time() - started, "skipped": skipped.to_dict()})
+        raise
     seconds = time.time() - started
     model_path = save_model_atomically(model, os.path.join(model_dir, FINAL_MODEL))
     skipped.write(os.path.join(model_dir, "skipped.json"))
@@ -194,6 +199,8 @@ def pretrain(
             "train_steps": epochs * steps_per_epoch,
             "steps_this_run": epochs_run * steps_per_epoch,
             "resumed_from_epoch": start_epoch,
+            "status": "completed",
+            "nonfinite_skipped_steps": guard.skipped_steps,
             "final_metrics": final,
             "seconds": seconds,
             "skipped": skipped.to_dict(),

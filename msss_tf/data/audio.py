@@ -28,6 +28,8 @@ SILENCE_PEAK = 1e-5
 # Skip reasons, in the order `load_audio` checks them.
 REASONS = (
     "not_found",
+    "broken_link",
+    "not_a_file",
     "permission_denied",
     "unreadable",
     "empty",
@@ -60,8 +62,31 @@ class AudioError(ValueError):
         return (AudioError, (self.path, self.reason, self.detail))
 
 
+def _check_file(path: str) -> None:
+    """Refuses, before opening, what is not a regular file: a dangling or looping symlink
+    ("broken_link"), a directory, FIFO or device ("not_a_file": reading a FIFO or
+    /dev/zero would block or never end)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if os.path.islink(path):
+            what = "symlink loop" if e.errno == 40 else "dangling symlink"  # 40: ELOOP
+            return_error = AudioError(path, "broken_link", f"{what}: {e.strerror}")
+            raise return_error from e
+        if isinstance(e, PermissionError):
+            raise AudioError(path, "permission_denied", "cannot stat the file") from e
+        raise AudioError(path, "not_found", "no such file") from e
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioError(path, "not_a_file", "not a regular file (directory, FIFO, device "
+                         "or socket)")
+
+
 def _open_error(path: str, error: Exception) -> AudioError:
     """Maps an exception raised while opening `path` to an `AudioError` with a reason."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return AudioError(path, "broken_link", "dangling symlink or symlink loop")
     if not os.path.exists(path):
         return AudioError(path, "not_found", "no such file")
     if isinstance(error, PermissionError) or not os.access(path, os.R_OK):
@@ -90,6 +115,7 @@ def read_audio_info(path: str):
       AudioError: reason "not_found", "permission_denied", "unreadable" (not audio, or a
         corrupt header) or "empty" (the header declares zero frames).
     """
+    _check_file(path)
     try:
         info = sf.info(path)
     except _READ_ERRORS as e:
@@ -140,28 +166,128 @@ def load_audio(path: str, sample_rate: int = 16000, min_samples: int = 160) -> n
       AudioError: with `reason` one of "not_found", "permission_denied", "unreadable",
         "empty", "non_finite", "too_short" or "silent".
     """
+    _check_file(path)
     try:
         data, source_rate = sf.read(path, dtype="float32", always_2d=True)
     except _READ_ERRORS as e:
         raise _open_error(path, e) from e
+    return _to_clip(path, data, source_rate, sample_rate, min_samples)
+
+
+def _to_clip(path: str, data: np.ndarray, source_rate: int, sample_rate: int,
+             min_samples: int, where: str = "") -> np.ndarray:
+    """Checks decoded frames [n, channels] and makes them a mono clip at `sample_rate`
+    (see `load_audio`); `where` ("12.0-22.0 s") goes into error details."""
+    at = f" at {where}" if where else ""
     if data.shape[0] == 0:
-        raise AudioError(path, "empty", "the file holds no samples")
+        raise AudioError(path, "empty", f"the file holds no samples{at}")
     if not np.isfinite(data).all():
-        raise AudioError(path, "non_finite", "NaN or Inf samples")
+        raise AudioError(path, "non_finite", f"NaN or Inf samples{at}")
+    peak = float(np.max(np.abs(data)))
+    if peak > 1.0:
+        # Float files may hold huge values (up to 3.4e38): scale before mixing channels,
+        # whose sum would overflow float32.
+        data = data / np.float32(peak)
     waveform = data.mean(axis=1, dtype=np.float32)
     waveform = resample(waveform, source_rate, sample_rate)
     if waveform.shape[0] < min_samples:
         raise AudioError(
             path, "too_short",
-            f"{waveform.shape[0]} samples at {sample_rate} Hz, fewer than {min_samples}")
+            f"{waveform.shape[0]} samples at {sample_rate} Hz, fewer than {min_samples}{at}")
     peak = float(np.max(np.abs(waveform)))
+    if not np.isfinite(peak):
+        raise AudioError(path, "non_finite", f"non-finite after resampling{at}")
     if peak < SILENCE_PEAK:
-        raise AudioError(path, "silent", f"peak {peak:.2g} below {SILENCE_PEAK:g}")
+        raise AudioError(path, "silent", f"peak {peak:.2g} below {SILENCE_PEAK:g}{at}")
     if peak > 1.0:
         # Float files (and resampling overshoot) may exceed full scale; the prepared corpus
         # stores int16, which would clip, so scale the whole clip down instead.
         waveform = waveform / np.float32(peak)
     return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def chunk_bounds(num_frames: int, chunk_frames: int) -> List[Tuple[int, int]]:
+    """Splits `num_frames` into round(num_frames / chunk_frames) (at least 1) nearly equal
+    chunks, each 0.67x to 1.5x `chunk_frames` long: no short tail. [(start, stop), ...]"""
+    count = max(1, int(round(num_frames / chunk_frames))) if chunk_frames > 0 else 1
+    edges = [num_frames * i // count for i in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def iter_audio_chunks(path: str, sample_rate: int = 16000, chunk_seconds: float = 10.0,
+                      min_samples: int = 160):
+    """Reads a file chunk by chunk (never the whole file at once) as checked mono clips.
+
+    A file of d seconds gives round(d / chunk_seconds) (at least 1) nearly equal chunks,
+    decoded one at a time (libsndfile seeks: memory is one chunk whatever the file's
+    length). A file no longer than 1.5 chunks is one chunk, identical to `load_audio`.
+
+    Args:
+      path: the audio file.
+      sample_rate, min_samples: as in `load_audio`.
+      chunk_seconds: target chunk length; <= 0 reads the whole file as one chunk.
+
+    Yields:
+      (start_seconds, result): `result` is float32 [n] (as `load_audio` returns) or the
+      `AudioError` of a chunk that failed a check (silent, non-finite, ...). The caller
+      decides what a bad chunk means.
+
+    Raises:
+      AudioError: the file cannot be opened at all (not found, unreadable, empty, ...).
+    """
+    info = read_audio_info(path)
+    source_rate = info.samplerate
+    if chunk_seconds <= 0 or info.frames <= 1.5 * chunk_seconds * source_rate:
+        yield 0.0, _guarded(lambda: load_audio(path, sample_rate, min_samples))
+        return
+    bounds = chunk_bounds(info.frames, int(round(chunk_seconds * source_rate)))
+    try:
+        with sf.SoundFile(path) as f:
+            for start, stop in bounds:
+                where = f"{start / source_rate:.1f}-{stop / source_rate:.1f} s"
+                try:
+                    data = f.read(stop - start, dtype="float32", always_2d=True)
+                except _READ_ERRORS as e:  # a corrupt body: keep what was read so far
+                    yield start / source_rate, AudioError(path, "unreadable",
+                                                          f"{e} at {where}")
+                    return
+                if data.shape[0] == 0:  # the header promised more than the file holds
+                    return
+                yield start / source_rate, _guarded(
+                    lambda: _to_clip(path, data, source_rate, sample_rate, min_samples, where))
+    except _READ_ERRORS as e:
+        raise _open_error(path, e) from e
+
+
+def _guarded(read):
+    try:
+        return read()
+    except AudioError as e:
+        return e
+
+
+def load_audio_excerpt(path: str, sample_rate: int = 16000, max_seconds: float = 10.0,
+                       position: float = 0.0, min_samples: int = 160) -> np.ndarray:
+    """At most `max_seconds` of a file, decoded without reading the rest (libsndfile
+    seeks), as a checked mono clip like `load_audio`. A file no longer than that is read
+    whole (exactly `load_audio`).
+
+    Args:
+      position: in [0, 1]: where the excerpt starts, as a fraction of the possible range
+        [0, duration - max_seconds].
+    """
+    info = read_audio_info(path)
+    frames = int(round(max_seconds * info.samplerate))
+    if max_seconds <= 0 or info.frames <= frames:
+        return load_audio(path, sample_rate, min_samples)
+    start = int(min(max(position, 0.0), 1.0) * (info.frames - frames))
+    where = f"{start / info.samplerate:.1f}-{(start + frames) / info.samplerate:.1f} s"
+    try:
+        data, source_rate = sf.read(path, start=start, stop=start + frames, dtype="float32",
+                                    always_2d=True)
+    except _READ_ERRORS as e:
+        raise _open_error(path, e) from e
+    return _to_clip(path, data, source_rate, sample_rate, min_samples, where)
 
 
 def find_audio_files(root: str) -> List[str]:

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from msss_tf.config import MSSSConfig
 from msss_tf.data.audio import (AUDIO_EXTENSIONS, AudioError, SkipReport, find_audio_files,
-                                load_audio, read_audio_info)
+                                load_audio_excerpt, read_audio_info)
 from msss_tf.data.synthetic import synthetic_corpus
 from msss_tf.data.tfrecord import is_prepared_dir, tfrecord_dataset
 
@@ -187,26 +187,37 @@ def check_audio_folder(root: str, report: Optional[SkipReport] = None) -> List[s
     return usable
 
 
+# A folder source decodes at most this much of each file per element (a random excerpt,
+# read by seeking): an hour-long file costs one excerpt of memory, not the hour.
+FOLDER_EXCERPT_SECONDS = 10.0
+
+
 class _FolderDecoder:
-    """`load_audio` for `tf.numpy_function`: a failed file becomes an empty clip, once.
+    """`load_audio_excerpt` for `tf.numpy_function`: a failed file becomes an empty clip,
+    once. Files longer than `FOLDER_EXCERPT_SECONDS` give an excerpt of that length at a
+    position drawn from (seed, element index).
 
     A file that fails is recorded in the report and remembered, so later epochs skip it
     without reading it again. If every file has failed, decoding raises instead of letting
     the pipeline spin forever looking for a usable clip.
     """
 
-    def __init__(self, paths: Sequence[str], sample_rate: int, report: SkipReport):
+    def __init__(self, paths: Sequence[str], sample_rate: int, report: SkipReport,
+                 seed: int = 0):
+        self._seed = seed
         self._num_paths = len(paths)
         self._sample_rate = sample_rate
         self._report = report
         self._failed = set()
         self._lock = threading.Lock()
 
-    def __call__(self, path: bytes) -> np.ndarray:
+    def __call__(self, path: bytes, index=0) -> np.ndarray:
         path = path.decode("utf-8")
         if path not in self._failed:
             try:
-                return load_audio(path, sample_rate=self._sample_rate)
+                position = np.random.default_rng([self._seed, int(index)]).random()
+                return load_audio_excerpt(path, self._sample_rate, FOLDER_EXCERPT_SECONDS,
+                                          position)
             except AudioError as e:
                 if self._report.add_error(e):
                     logger.warning("skipping %s", e)
@@ -222,15 +233,16 @@ def _audio_folder_dataset(root, sample_rate, seed, report, deterministic):
     """Decodes the audio files under `root` on the fly, every epoch, in parallel."""
     report = report if report is not None else SkipReport()
     paths = check_audio_folder(root, report)
-    decode = _FolderDecoder(paths, sample_rate, report)
+    decode = _FolderDecoder(paths, sample_rate, report, seed)
 
-    def load(path):
-        waveform = tf.numpy_function(decode, [path], tf.float32, name="load_audio")
+    def load(path, index):
+        waveform = tf.numpy_function(decode, [path, index], tf.float32, name="load_audio")
         waveform.set_shape([None])
         return waveform
 
     clips = tf.data.Dataset.from_tensor_slices(paths)
     clips = clips.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
+    clips = tf.data.Dataset.zip(clips, tf.data.Dataset.counter())
     clips = clips.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     return clips.filter(lambda waveform: tf.size(waveform) > 0)
 
