@@ -280,7 +280,10 @@ def run_demo(fv):
     started = time.time()
     config = MSSSConfig(
         batch_size=fv.batch_size,
-        learning_rate=1e-3,
+        learning_rate=1e-3,  # COLA's rate for small batches; the paper's 1e-4 is for 1024
+        # Semitones scale L_pitch to ~1-4 next to L_clip ~2-3; the authors' rho - 1
+        # target gives ~0.01-0.05, and at the demo's few hundred steps it barely trains.
+        pitch_target="semitones",
         width_coefficient=fv.width_coefficient,
         depth_coefficient=fv.depth_coefficient,
         seed=fv.seed,

@@ -64,6 +64,46 @@ def load_msss_model(path: str):
     return model
 
 
+def calibrate_batch_norm(encoder, frontend, audio, batch_size: int = 16, passes: int = 0) -> int:
+    """Sets the encoder's batch-norm moving statistics from `audio`, weights untouched.
+
+    The encoder runs in training mode (batch statistics; each call moves the moving
+    averages by `1 - momentum` towards them) over batches of `audio`, for as many calls
+    as it takes the moving averages to forget their initial values to 1e-3
+    (log(1e-3) / log(momentum) calls: 66 at momentum 0.9), cycling through the data.
+
+    Args:
+        encoder: a Keras encoder (log-mel [b, frames, n_mels] -> frames).
+        frontend: the `LogMelFrontEnd` that feeds it.
+        audio: float32 [n, samples], n >= 2 (batch statistics need two examples).
+        batch_size: clips per call.
+        passes: calls to make; 0: as many as the momentum needs.
+
+    Returns:
+        The number of training-mode calls made.
+    """
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 2 or audio.shape[0] < 2:
+        raise ValueError(f"calibration audio: expected [n >= 2, samples], got {audio.shape}")
+    momenta = [layer.momentum for layer in encoder._flatten_layers()
+               if isinstance(layer, keras.layers.BatchNormalization)]
+    if not momenta:
+        return 0
+    if passes <= 0:
+        passes = int(math.ceil(math.log(1e-3) / math.log(max(momenta))))
+    batch_size = max(2, min(batch_size, audio.shape[0]))
+    starts = list(range(0, audio.shape[0] - batch_size + 1, batch_size))
+
+    @tf.function(reduce_retracing=True)
+    def step(batch):
+        encoder(frontend(batch), training=True)
+
+    for i in range(passes):
+        start = starts[i % len(starts)]
+        step(tf.constant(audio[start:start + batch_size]))
+    return passes
+
+
 class WindowPlan:
     """Where the 0.96 s windows go, for scene and timestamp embeddings.
 
@@ -188,11 +228,27 @@ class Embedder(tf.Module):
         return cls.from_model(load_msss_model(path), **kwargs)
 
     @classmethod
-    def random_init(cls, config: MSSSConfig, seed: int = 0, **kwargs) -> "Embedder":
-        """An untrained encoder: the reference row 'random initialisation'."""
+    def random_init(cls, config: MSSSConfig, seed: int = 0, calibration_audio=None,
+                    **kwargs) -> "Embedder":
+        """An untrained encoder: the reference row 'random initialisation'.
+
+        Args:
+            config: the run's `MSSSConfig` (encoder size, front end).
+            seed: seeds the initial weights.
+            calibration_audio: None, or float32 [n, config.segment_samples] waveforms:
+                the batch-norm moving statistics are then estimated on them (weights
+                untouched; see `calibrate_batch_norm`). Without it, batch norm keeps its
+                initial statistics (mean 0, variance 1): each block then shrinks its
+                input, every swish works in its linear region, and the "random network"
+                is in effect a random *linear* map of the log-mel patch, a different
+                baseline from a random network in the regime a trained one runs in.
+        """
         keras.utils.set_random_seed(seed)
         frontend = LogMelFrontEnd.from_msss_config(config)
-        return cls(frontend, build_encoder(config), config, **kwargs)
+        encoder = build_encoder(config)
+        if calibration_audio is not None:
+            calibrate_batch_norm(encoder, frontend, calibration_audio)
+        return cls(frontend, encoder, config, **kwargs)
 
     # ---------------------------------------------------------------- graph code
     def _encode_windows(self, log_mel, starts):

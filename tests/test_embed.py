@@ -104,3 +104,34 @@ def test_load_errors_name_the_path(tmp_path):
     bad.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ValueError, match="broken.keras"):
         load_msss_model(str(bad))
+
+
+def test_batch_norm_calibration_sets_statistics_and_keeps_weights():
+    import keras
+
+    from msss_tf.embed import calibrate_batch_norm
+    from msss_tf.encoder import build_encoder
+    from msss_tf.frontend import LogMelFrontEnd
+
+    keras.utils.set_random_seed(3)
+    encoder = build_encoder(CONFIG)
+    frontend = LogMelFrontEnd.from_msss_config(CONFIG)
+    trainable_before = [w.numpy().copy() for w in encoder.trainable_weights]
+    segments = audio(CONFIG.segment_seconds, n=8, seed=4)[:, :CONFIG.segment_samples]
+    at_init = encoder(frontend(segments), training=False).numpy()
+    calls = calibrate_batch_norm(encoder, frontend, segments, batch_size=4)
+    assert calls == 66  # momentum 0.9: 0.9 ** 66 < 1e-3
+    for before, after in zip(trainable_before, encoder.trainable_weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    body = encoder.get_layer("efficientnet")
+    stem = body.get_layer("stem_bn")
+    # The stem's moving mean is the mean of the stem convolution's output on these clips.
+    image = encoder.get_layer("add_channel")(frontend(segments))
+    stem_in = keras.Model(body.input, stem.input)(image).numpy()
+    np.testing.assert_allclose(stem.moving_mean.numpy(), stem_in.mean(axis=(0, 1, 2)),
+                               rtol=0.05, atol=0.05 * np.abs(stem_in).mean())
+    calibrated = encoder(frontend(segments), training=False).numpy()
+    # At init every block shrinks its input; calibrated, activations keep their scale.
+    assert np.abs(calibrated).mean() > 100 * np.abs(at_init).mean()
+    with pytest.raises(ValueError, match="calibration audio"):
+        calibrate_batch_norm(encoder, frontend, segments[:1])

@@ -246,3 +246,18 @@ def _audio_folder_dataset(root, sample_rate, seed, report, deterministic):
     clips = clips.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     return clips.filter(lambda waveform: tf.size(waveform) > 0)
 
+
+def sample_segments(source: str, config: MSSSConfig, count: int = 256, *,
+                    seed: Optional[int] = None, num_clips: int = 256) -> np.ndarray:
+    """`count` random 0.96 s segments of a pre-training source, as training draws them.
+
+    Used to calibrate the batch-norm statistics of a randomly initialised encoder
+    (`msss_tf.embed.calibrate_batch_norm`), so that the random-init reference runs in
+    the same regime as a trained encoder.
+
+    Returns:
+        float32 [count, config.segment_samples].
+    """
+    dataset = pretrain_dataset(source, config, batch_size=count, seed=seed,
+                               num_clips=num_clips)
+    return next(iter(dataset))["anchor"].numpy()
