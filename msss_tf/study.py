@@ -73,11 +73,17 @@ class Budget:
         `msss_tf.data.tasks.synthetic_tasks`).
     probe_*: the linear probe (`msss_tf.probe.ProbeSettings`): epochs, early-stopping
         patience, learning-rate grid (chosen on the validation split).
-    eager: run the pre-training steps eagerly (no graph tracing). Tracing the train step
-        costs 30-140 s per run on a CPU; for a handful of steps on a tiny encoder (the
-        smoke budget) eager steps are far cheaper. Same code, same numbers up to float
-        rounding.
+    eager: run every `tf.function` of a run eagerly (`tf.config.run_functions_eagerly`:
+        the pre-training steps, the embedder, the probes' fits; tf.data stays a graph).
+        Tracing the train step costs 30-140 s per run on a CPU; for a handful of steps on a
+        tiny encoder and tiny tasks (the smoke budget) eager execution is far cheaper.
+        Same code, same numbers up to float rounding.
     default_seeds: seeds 0..N-1 when the command line does not say.
+    calibration_segments: the random-init row's batch-norm statistics are estimated on
+        this many segments of the pre-training corpus (`msss_tf.embed.calibrate_batch_norm`);
+        the row "random init, BN at init" keeps the initial statistics.
+        calibration_passes: batches of that calibration (0: enough for the moving averages
+        to forget their initial values, 66 at momentum 0.9).
     """
 
     name: str
@@ -91,6 +97,8 @@ class Budget:
     probe_learning_rates: Tuple[float, ...]
     eager: bool = False
     default_seeds: int = 3  # seeds when --seeds is not given
+    calibration_segments: int = 256  # random init: 0.96 s corpus segments for batch norm
+    calibration_passes: int = 0  # training-mode calls; 0: as many as the momentum needs
 
     def __post_init__(self):
         object.__setattr__(self, "config", dict(self.config))
@@ -125,7 +133,7 @@ BUDGETS: Dict[str, Budget] = {
         config=dict(width_coefficient=0.25, depth_coefficient=0.25, batch_size=4,
                     learning_rate=1e-3),
         task_scale=0.1, probe_epochs=5, probe_patience=5, probe_learning_rates=(1e-3,),
-        eager=True, default_seeds=1),
+        eager=True, default_seeds=1, calibration_segments=8, calibration_passes=2),
     # 5 configurations x 3 seeds + the two reference rows in <= 90 min on 2 CPU cores
     # (the estimate is in docs/results.md's budget note and the issue 7 report). The
     # encoder is the half-width, half-depth EfficientNet (B0 is 1.0 / 1.0).
@@ -181,6 +189,8 @@ class Configuration:
     losses: Tuple[str, ...] = ("clip", "frame", "pitch")
     similarity: str = "bilinear"
     paper_row: Optional[str] = None  # the row of PAPER_RESULTS
+    calibrate: bool = True  # random_init: batch-norm statistics estimated on the corpus
+    default: bool = True  # in a study when --configs does not say
 
 
 CONFIGURATIONS: Tuple[Configuration, ...] = (
@@ -192,7 +202,13 @@ CONFIGURATIONS: Tuple[Configuration, ...] = (
     Configuration("all", "all three (proposed)", "pretrained", paper_row="all three (proposed)"),
     Configuration("all_cosine", "all three, cosine similarity", "pretrained",
                   similarity="cosine", paper_row="all three, cosine similarity"),
+    # Like for like with a trained encoder: random weights, batch-norm statistics
+    # estimated on the pre-training corpus.
     Configuration("random_init", "random init (reference)", "random_init"),
+    # Batch norm at its initial statistics (mean 0, variance 1): in effect a random linear
+    # map of the log-mel patch (see Embedder.random_init). Only with --configs.
+    Configuration("random_init_bn_at_init", "random init, BN at init (reference)",
+                  "random_init", calibrate=False, default=False),
     Configuration("logmel", "log-mel mean+std (reference)", "logmel"),
 )
 CONFIG_BY_KEY = {c.key: c for c in CONFIGURATIONS}
@@ -226,7 +242,7 @@ def paper_table() -> Dict[str, Dict[Tuple[str, str], float]]:
 
 def select_configurations(keys: Optional[Sequence[str]] = None) -> List[Configuration]:
     if not keys:
-        return list(CONFIGURATIONS)
+        return [c for c in CONFIGURATIONS if c.default]
     unknown = [k for k in keys if k not in CONFIG_BY_KEY]
     if unknown:
         raise ValueError(f"--configs: unknown {unknown}; choose from {list(CONFIG_BY_KEY)}")
@@ -309,22 +325,6 @@ class LogMelStatsEmbedder:
 
 
 # ----------------------------------------------------------------------- the runs
-class _RunEagerly:
-    """A Keras callback (made lazily: keras imports late) that switches `fit` to eager
-    steps before it builds its train function."""
-
-    @staticmethod
-    def make():
-        import keras
-
-        class RunEagerly(keras.callbacks.Callback):
-            def set_model(self, model):
-                super().set_model(model)
-                model.run_eagerly = True
-
-        return RunEagerly()
-
-
 def run_dir(out_dir: str, key: str, seed: int) -> str:
     return os.path.join(out_dir, "runs", key, f"seed-{seed}")
 
@@ -358,6 +358,9 @@ def available_real_tasks(data_dir: Optional[str]) -> List[str]:
     return found
 
 
+CALIBRATION_SEED_OFFSET = 10_007  # calibration segments: another draw than training's
+
+
 def make_embedder(configuration: Configuration, budget: Budget, seed: int, out: str):
     """Returns (embedder, info): pre-trains first for a pre-trained configuration."""
     from msss_tf.embed import Embedder
@@ -367,7 +370,22 @@ def make_embedder(configuration: Configuration, budget: Budget, seed: int, out: 
     config = budget.msss_config(losses=configuration.losses,
                                 similarity=configuration.similarity, seed=seed)
     if configuration.kind == "random_init":
-        return Embedder.random_init(config, seed=seed), {"pretrain_seconds": 0.0}
+        calibration = None
+        if configuration.calibrate and budget.calibration_segments > 0:
+            from msss_tf.data.pipeline import sample_segments
+
+            calibration = sample_segments("synthetic", config, count=budget.calibration_segments,
+                                          seed=seed + CALIBRATION_SEED_OFFSET,
+                                          num_clips=budget.synthetic_clips)
+        embedder = Embedder.random_init(config, seed=seed)
+        passes = 0
+        if calibration is not None:
+            from msss_tf.embed import calibrate_batch_norm
+
+            passes = calibrate_batch_norm(embedder.encoder, embedder.frontend, calibration,
+                                          passes=budget.calibration_passes)
+        return embedder, {"pretrain_seconds": 0.0, "calibration_passes": passes,
+                          "calibration_segments": 0 if calibration is None else len(calibration)}
     from msss_tf.pretrain import pretrain
 
     started = time.time()
@@ -375,7 +393,7 @@ def make_embedder(configuration: Configuration, budget: Budget, seed: int, out: 
     result = pretrain(
         config, data="synthetic", model_dir=model_dir, train_steps=budget.train_steps,
         steps_per_epoch=budget.steps_per_epoch, synthetic_clips=budget.synthetic_clips,
-        verbose=0, extra_callbacks=[_RunEagerly.make()] if budget.eager else ())
+        verbose=0)
     final = {k: round(float(v[-1]), 6) for k, v in result.history.items() if v}
     info = {"pretrain_seconds": time.time() - started, "train_steps": result.steps,
             "epochs_this_run": result.epochs_run, "final_pretrain_metrics": final}
@@ -398,21 +416,37 @@ def probe_all(embedder, tasks, budget: Budget, seed: int, encoder_name: str) -> 
 def run_one(configuration: Configuration, seed: int, budget: Budget, tasks,
             out_dir: str) -> dict:
     """Pre-trains (if needed) and probes one (configuration, seed); writes run_result.json."""
+    import tensorflow as tf
+
     out = run_dir(out_dir, configuration.key, seed)
     os.makedirs(out, exist_ok=True)
-    started = time.time()
-    embedder, info = make_embedder(configuration, budget, seed, out)
-    probe_started = time.time()
-    rows = probe_all(embedder, tasks, budget, seed, configuration.key)
+    started, cpu_started = time.time(), _cpu_seconds()
+    eager_before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(budget.eager or eager_before)
+    try:
+        embedder, info = make_embedder(configuration, budget, seed, out)
+        probe_started = time.time()
+        rows = probe_all(embedder, tasks, budget, seed, configuration.key)
+    finally:
+        tf.config.run_functions_eagerly(eager_before)
     result = {
         "configuration": configuration.key, "label": configuration.label,
         "kind": configuration.kind, "seed": seed, "budget": budget.name,
         "tasks": [t.name for t in tasks], "rows": rows,
         "probe_seconds": time.time() - probe_started,
-        "seconds": time.time() - started, **info,
+        "seconds": time.time() - started, "cpu_seconds": _cpu_seconds() - cpu_started, **info,
     }
     write_json_atomically(os.path.join(out, RUN_RESULT), result)
     return result
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (user + system, all threads): on a shared machine a
+    steadier measure of a run's cost than wall time."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def read_run_result(out_dir: str, key: str, seed: int) -> Optional[dict]:
@@ -533,7 +567,8 @@ def run_study(out_dir: str, budget: Budget, seeds: int = 3,
                            for r in result["rows"] if r["split"] == "test")
         print(f"[{i + 1}/{len(pending)}] {configuration.key} seed {seed} done in "
               f"{_clock(result['seconds'])} (pre-train {_clock(result['pretrain_seconds'])}, "
-              f"probes {_clock(result['probe_seconds'])}): {scores}", flush=True)
+              f"probes {_clock(result['probe_seconds'])}; CPU {_clock(result['cpu_seconds'])}): "
+              f"{scores}", flush=True)
         print(f"    elapsed {_clock(elapsed)}, ETA {_clock(eta) if eta is not None else '?'}",
               flush=True)
         invocation["runs_done"] = i + 1
@@ -927,6 +962,10 @@ def render_docs(out_dir: str, docs_path: str = "docs/results.md") -> str:
         "Generated by `msss_tf.study.render_docs` from the study directory "
         f"`{out_dir}`; every number below comes from its run results.",
         "",
+        *([f"**This page comes from the `{budget['name']}` budget, a check of the runner "
+           f"({budget['train_steps']} pre-training steps): its numbers say nothing about the "
+           "method. The default-budget study replaces it.**", ""]
+          if budget["name"] == "smoke" else []),
         NOTES_BEGIN,
         notes,
         NOTES_END,

@@ -118,6 +118,7 @@ def test_render_docs_keeps_the_lead_notes(tmp_path):
     with open(docs) as f:
         text = f.read()
     assert study.NOTES_PLACEHOLDER in text
+    assert "This page comes from the `smoke` budget" in text  # make_study's budget
     assert "python -m experiments.ablation --budget=smoke" in text  # the exact command
     assert "2m05s" in text and "2026-01-01 10:00:00" in text  # wall time and date
     assert study.machine_info()["cpu_model"] in text
@@ -242,6 +243,10 @@ def test_budgets_and_json_budget(tmp_path):
         study.load_budget("no-such-budget")
     with pytest.raises(ValueError, match="unknown"):
         study.select_configurations(["clip", "nope"])
+    assert [c.key for c in study.select_configurations(None)] == [
+        "clip", "clip_frame", "clip_pitch", "all", "all_cosine", "random_init", "logmel"]
+    assert [c.key for c in study.select_configurations(["logmel", "random_init_bn_at_init"])] \
+        == ["random_init_bn_at_init", "logmel"]
 
 
 # ------------------------------------------------------------ the log-mel reference
@@ -324,6 +329,8 @@ def test_smoke_study_one_configuration_and_references_then_resume(tmp_path, monk
     assert os.path.exists(model)
     with open(os.path.join(study.run_dir(out, "clip", 0), "pretrain", "summary.json")) as f:
         assert json.load(f)["train_steps"] == study.BUDGETS["smoke"].train_steps
+    reference = study.read_run_result(out, "random_init", 0)
+    assert reference["calibration_passes"] == study.BUDGETS["smoke"].calibration_passes > 0
     stamps = {p: os.stat(p).st_mtime_ns for p in
               [model] + [os.path.join(study.run_dir(out, k, 0), study.RUN_RESULT) for k in keys]}
 
@@ -364,4 +371,4 @@ def test_smoke_study_all_rows_through_the_cli(tmp_path):
                            f"--out_dir={out}"], cwd=ROOT, capture_output=True, text=True,
                           timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _check_finished_study(out, [c.key for c in study.CONFIGURATIONS], [0])
+    _check_finished_study(out, [c.key for c in study.CONFIGURATIONS if c.default], [0])
