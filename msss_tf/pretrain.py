@@ -3,7 +3,9 @@
 Layout of a `model_dir` (also in WORKSPACE.md):
 
     msss_config.json          the MSSSConfig of the run (written first, read on resume)
-    backup/                   BackupAndRestore state: weights + optimiser + epoch counter
+    backup/                   AtomicBackupAndRestore: weights + optimiser + epoch counter,
+                              committed atomically (msss_tf.reliability)
+    train_log.jsonl           start / epoch_end / nonfinite events, one JSON line each
     checkpoints/epoch-NNNN.keras   full model (config, weights, optimiser) per epoch
     model.keras               the final model, written atomically at the end
     logs/train/               TensorBoard scalars: loss and one per enabled loss

@@ -332,6 +332,7 @@ class SkipReport:
     def __init__(self):
         self.seen = 0
         self.items: List[Tuple[str, str]] = []
+        self.details: Dict[str, str] = {}  # path -> human-readable detail, when known
         self._paths = set()
         self._lock = threading.Lock()
 
@@ -340,7 +341,7 @@ class SkipReport:
         with self._lock:
             self.seen += n
 
-    def add(self, path: str, reason: str) -> bool:
+    def add(self, path: str, reason: str, detail: str = "") -> bool:
         """Records that `path` was skipped for `reason`; returns False if it already was."""
         path = str(path)
         with self._lock:
@@ -348,11 +349,13 @@ class SkipReport:
                 return False
             self._paths.add(path)
             self.items.append((path, reason))
+            if detail:
+                self.details[path] = detail
             return True
 
-    def add_error(self, error: AudioError) -> bool:
-        """Records an `AudioError`'s path and reason."""
-        return self.add(error.path, error.reason)
+    def add_error(self, error: AudioError, path: str = None) -> bool:
+        """Records an `AudioError`'s path (or `path`), reason and detail."""
+        return self.add(error.path if path is None else path, error.reason, error.detail)
 
     def __contains__(self, path: str) -> bool:
         return str(path) in self._paths
@@ -378,7 +381,8 @@ class SkipReport:
         if self.count:
             line += ": " + self.reasons_text()
         lines = [line]
-        lines += [f"  {path}: {reason}" for path, reason in self.items[:max_paths]]
+        lines += [f"  {path}: {reason}" + (f" ({self.details[path]})" if path in self.details
+                                            else "") for path, reason in self.items[:max_paths]]
         if self.count > max_paths:
             lines.append(f"  ... and {self.count - max_paths} more")
         return "\n".join(lines)
@@ -386,7 +390,9 @@ class SkipReport:
     def to_dict(self) -> dict:
         """The JSON form: {"skipped": [{"path", "reason"}, ...], "counts", "total_seen"}."""
         return {
-            "skipped": [{"path": p, "reason": r} for p, r in self.items],
+            "skipped": [{"path": p, "reason": r, **({"detail": self.details[p]}
+                                                    if p in self.details else {})}
+                        for p, r in self.items],
             "counts": self.by_reason(),
             "total_seen": self.seen,
         }

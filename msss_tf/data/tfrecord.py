@@ -187,7 +187,7 @@ def prepare_corpus(
                     report.add_error(bad[0][1])
                 elif len(bad) and good:
                     for start, error in bad:
-                        report.add(f"{path}@{start:.1f}s", error.reason)
+                        report.add_error(error, path=f"{path}@{start:.1f}s")
             if bar is not None:
                 bar.update(i + 1)
         if num_clips == 0:
