@@ -6,6 +6,7 @@
     msss-tf demo     [--model_dir=DIR]                  the main job on built-in data
     msss-tf export   --model_dir=DIR --export_dir=saved_models/NAME [--version=N] [...]
     msss-tf embed    --model=PATH --out=FILE.npz FILE...  embeddings of audio files
+    msss-tf bench    [--batch_size=16] [--steps=3] [--out=FILE.json]   speed vs floors
 
 `msss-tf SUBCOMMAND --help` lists that subcommand's flags.
 """
@@ -141,7 +142,68 @@ def _define_pretrain(fv):
                       "loss: stop (exit code 3, naming the step; nothing of that epoch is saved, "
                       "the last checkpoint stays good) or skip (undo the step and go on; 10 in a "
                       "row still stop).", flag_values=fv)
+    _performance_flags(fv)
     _config_flags(fv)
+
+
+def _performance_flags(fv, strategy=True):
+    """Runtime switches of the train step (not MSSSConfig fields: they change speed and
+    placement, not the method)."""
+    flags.DEFINE_string("jit_compile", "auto", "XLA-compile the train step: true, false, or "
+                        "auto (Keras: on when a GPU is present, off on CPU, where XLA "
+                        "compiles slowly and runs slower).", flag_values=fv)
+    flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16",
+                      "mixed_bfloat16"], "Encoder dtype policy; heads, similarities and losses "
+                      "stay float32 (mixed_float16 adds dynamic loss scaling).", flag_values=fv)
+    flags.DEFINE_enum("view_batching", "separate", ["separate", "concat"], "separate: three "
+                      "encoder calls (per-view batch-norm statistics; faster on CPU); concat: "
+                      "one call on the 3B concatenation.", flag_values=fv)
+    if strategy:
+        flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                          "tf.distribute strategy: default (one device), mirrored (the GPUs "
+                          "of this host), multi_worker (hosts listed in TF_CONFIG). "
+                          "--batch_size is the global batch, split over the replicas.",
+                          flag_values=fv)
+        flags.DEFINE_boolean("sync_batch_norm", True, "With several replicas, batch "
+                             "normalisation uses the global batch's statistics (an all-reduce "
+                             "per layer); false: per-replica statistics.", flag_values=fv)
+
+
+def parse_jit_compile(value):
+    """--jit_compile text -> True / False / "auto"."""
+    text = str(value).strip().lower()
+    if text in ("auto", ""):
+        return "auto"
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"--jit_compile={value!r}: expected true, false or auto")
+
+
+def _define_bench(fv):
+    flags.DEFINE_integer("batch_size", 16, "Clips per step (the paper's 1024 needs a GPU).",
+                         flag_values=fv)
+    flags.DEFINE_integer("steps", 3, "Timed steps per round (after warm-up).", flag_values=fv)
+    flags.DEFINE_integer("repeats", 3, "Rounds; figures are medians over rounds.",
+                         flag_values=fv)
+    flags.DEFINE_float("width_coefficient", 0.5, "Encoder width (1.0 = EfficientNet-B0; the "
+                       "default 0.5, the demo's, keeps a run to minutes on 2 CPU cores).",
+                       flag_values=fv)
+    flags.DEFINE_float("depth_coefficient", 0.5, "Encoder depth (1.0 = EfficientNet-B0).",
+                       flag_values=fv)
+    flags.DEFINE_list("parts", ["step", "input", "embed", "memory"], "What to measure: step "
+                      "(floor, overhead, ablations), input (pipeline headroom), embed "
+                      "(throughput, TFLite latency), memory (peak RSS, subprocesses).",
+                      flag_values=fv)
+    flags.DEFINE_list("memory_batch_sizes", None, "Batch sizes of the peak-RSS runs (default "
+                      "batch_size/2 and batch_size).", flag_values=fv)
+    flags.DEFINE_boolean("ablations", True, "Also time the clip, clip+frame and clip+pitch "
+                         "steps.", flag_values=fv)
+    flags.DEFINE_boolean("compare_view_batching", True, "Also time the other --view_batching.",
+                         flag_values=fv)
+    flags.DEFINE_string("out", None, "JSON file for every figure.", flag_values=fv)
+    _performance_flags(fv, strategy=False)
 
 
 def _define_probe(fv):
@@ -244,12 +306,36 @@ def run_pretrain(fv):
             steps_per_epoch=fv.steps_per_epoch,
             synthetic_clips=fv.synthetic_clips,
             log_every=fv.log_every,
+            strategy=fv.strategy,
+            jit_compile=parse_jit_compile(fv.jit_compile),
+            mixed_precision=fv.mixed_precision,
+            view_batching=fv.view_batching,
+            sync_batch_norm=fv.sync_batch_norm,
             on_nonfinite=fv.on_nonfinite,
         )
     except NonFiniteLossError as e:
         print(f"msss-tf pretrain: stopped: {e}", file=sys.stderr)
         return 3
     _print_pretrain_summary(result, fv.model_dir)
+    return 0
+
+
+def run_bench(fv):
+    from msss_tf.bench import run_benchmark
+
+    jit = parse_jit_compile(fv.jit_compile)
+    try:
+        memory = [int(v) for v in fv.memory_batch_sizes] if fv.memory_batch_sizes else None
+    except ValueError as e:
+        raise UsageError(f"--memory_batch_sizes: {e}") from e
+    run_benchmark(batch_size=fv.batch_size, steps=fv.steps, repeats=fv.repeats,
+                  width_coefficient=fv.width_coefficient,
+                  depth_coefficient=fv.depth_coefficient,
+                  jit_compile=False if jit == "auto" else jit,
+                  mixed_precision=fv.mixed_precision, view_batching=fv.view_batching,
+                  parts=[p for p in fv.parts if p], memory_batch_sizes=memory,
+                  ablations=fv.ablations, compare_view_batching=fv.compare_view_batching,
+                  out=fv.out)
     return 0
 
 
@@ -371,6 +457,8 @@ COMMANDS = {
     "demo": (_define_demo, run_demo, "The main job on the built-in offline corpus, in minutes."),
     "export": (_define_export, run_export, "Export the encoder: TF Serving SavedModel + TFLite."),
     "embed": (_define_embed, run_embed, "Embed audio files with any model into an .npz."),
+    "bench": (_define_bench, run_bench, "Benchmark: step vs its floor, input headroom, "
+              "embedding throughput, memory."),
 }
 
 

@@ -44,8 +44,29 @@ from msss_tf.losses import ClipContrastiveLoss, FrameContrastiveLoss, PitchShift
 from msss_tf.similarity import make_similarity
 
 
-def build_optimizer(config: MSSSConfig) -> keras.optimizers.Optimizer:
-    """The optimiser named by the config, with its learning rate and clipping."""
+def build_optimizer(config: MSSSConfig, mixed_precision=None) -> keras.optimizers.Optimizer:
+    """The optimiser named by the config, with its learning rate and clipping; wrapped in
+    a `LossScaleOptimizer` (dynamic loss scaling) when `mixed_precision="mixed_float16"`."""
+    optimizer = _build_optimizer(config)
+    if mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def build_encoder_with_policy(config: MSSSConfig, mixed_precision=None) -> keras.Model:
+    """`build_encoder(config)`, its layers in the `mixed_precision` dtype policy if given
+    (the global policy is restored afterwards)."""
+    if not mixed_precision:
+        return build_encoder(config)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(mixed_precision)
+    try:
+        return build_encoder(config)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build_optimizer(config: MSSSConfig) -> keras.optimizers.Optimizer:
     kwargs = {"learning_rate": config.learning_rate}
     if config.clipnorm > 0:
         kwargs["clipnorm"] = config.clipnorm
@@ -97,16 +118,8 @@ class MSSSModel(keras.Model):
         losses = config.losses
 
         self.frontend = LogMelFrontEnd.from_msss_config(config, name="frontend")
-        if mixed_precision:
-            # Only the encoder runs in the mixed policy; everything after it is float32.
-            previous = keras.config.dtype_policy()
-            keras.config.set_dtype_policy(mixed_precision)
-            try:
-                self.encoder = build_encoder(config)
-            finally:
-                keras.config.set_dtype_policy(previous)
-        else:
-            self.encoder = build_encoder(config)
+        # Only the encoder runs in the mixed policy; everything after it is float32.
+        self.encoder = build_encoder_with_policy(config, mixed_precision)
         channels = self.encoder.output_shape[-1]
         frame_shape = (None, None, channels)
         dim = config.embedding_dim
@@ -145,6 +158,10 @@ class MSSSModel(keras.Model):
             if layer is not None:
                 layer.built = True  # their only weights are the similarity's, built above
 
+        # The front end has no weights; marking it built lets Keras's symbolic build (which
+        # fit runs under a tf.distribute strategy) find every layer built.
+        for layer in self.frontend._flatten_layers(include_self=True, recursive=True):
+            layer.built = True
         self.seed_generator = keras.random.SeedGenerator(config.seed, name="view_seed")
         self.trackers = {"loss": keras.metrics.Mean(name="loss")}
         for name in losses:
@@ -188,6 +205,12 @@ class MSSSModel(keras.Model):
 
         Keys: "loss" (the weighted total), "<name>_loss" for each enabled loss, and
         "clip_accuracy" when the clip loss is on.
+
+        `batch` holds "anchor" and "positive" waveforms [B, S]; it may also carry the
+        step's random draws, used instead of drawing them: "pitch_ratio" [B] and
+        "positive_noise" [B, S] (added to the positive as is). Tests use this to give an
+        XLA-compiled step the same draws as the plain one (XLA's stateless random
+        numbers differ from TensorFlow's for the same seed).
         """
         config = self.msss_config
         anchor_wave = tf.convert_to_tensor(batch["anchor"], tf.float32)
@@ -197,7 +220,9 @@ class MSSSModel(keras.Model):
         replica = _replica_context()
 
         ratio = None
-        if config.needs_shifted_view:
+        if config.needs_shifted_view and "pitch_ratio" in batch:  # the caller's own draws
+            ratio = tf.convert_to_tensor(batch["pitch_ratio"], tf.float32)
+        elif config.needs_shifted_view:
             ratio = _global_draw(
                 replica,
                 lambda n: keras.random.uniform(
@@ -208,6 +233,7 @@ class MSSSModel(keras.Model):
                 ),
                 batch_size,
             )
+        if ratio is not None:
             anchor_mel, shifted_mel = self.frontend.anchor_and_shifted(anchor_wave, ratio)
         else:
             anchor_mel = self.frontend(anchor_wave)
@@ -216,7 +242,9 @@ class MSSSModel(keras.Model):
         positive_mel = None
         if need_positive:
             positive_wave = tf.convert_to_tensor(batch["positive"], tf.float32)
-            if config.positive_noise_std > 0:
+            if config.positive_noise_std > 0 and "positive_noise" in batch:
+                positive_wave += tf.convert_to_tensor(batch["positive_noise"], tf.float32)
+            elif config.positive_noise_std > 0:
                 samples = tf.shape(positive_wave)[1]
                 positive_wave += _global_draw(
                     replica,

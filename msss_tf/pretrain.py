@@ -32,6 +32,7 @@ import keras
 from msss_tf.config import CONFIG_FILENAME, MSSSConfig
 from msss_tf.data import SkipReport, pretrain_dataset
 from msss_tf.data.audio import write_json_atomically
+from msss_tf.distribute import check_global_batch, make_strategy, writable_model_dir
 from msss_tf.model import MSSSModel, build_optimizer
 from msss_tf.reliability import (NONFINITE_POLICIES, TRAIN_LOG, AtomicBackupAndRestore,
                                  AtomicModelCheckpoint, NonFiniteGuard, NonFiniteLossError,
@@ -110,6 +111,11 @@ def pretrain(
     log_every: int = 10,
     verbose="auto",
     extra_callbacks=(),
+    strategy: str = "default",
+    jit_compile="auto",
+    mixed_precision=None,
+    view_batching: str = "separate",
+    sync_batch_norm: bool = True,
     on_nonfinite: str = "stop",
 ) -> PretrainResult:
     """Pre-trains an `MSSSModel` on `data` into `model_dir`; resumes if it holds a run.
@@ -123,6 +129,14 @@ def pretrain(
         synthetic_clips: size of the built-in corpus when `data == "synthetic"`.
         log_every: TensorBoard logs every this many steps.
         verbose: Keras `fit` verbosity ("auto": a progress bar).
+        strategy: "default" (one device), "mirrored" (this host's GPUs) or "multi_worker"
+            (hosts in TF_CONFIG; only the chief writes `model_dir`, the other workers a
+            temporary folder). `config.batch_size` is the global batch. See
+            `msss_tf.distribute`.
+        jit_compile: XLA for the train step: True, False or "auto" (Keras: on with a GPU).
+        mixed_precision: None, "mixed_float16" or "mixed_bfloat16" for the encoder.
+        view_batching: "separate" (three encoder calls) or "concat" (one call on 3B).
+        sync_batch_norm: with several replicas, global-batch batch-norm statistics.
         on_nonfinite: a step with a non-finite loss (or non-finite weights after it):
             "stop" raises `NonFiniteLossError` naming the step before anything of that
             epoch is saved (the last checkpoint and backup/ stay good); "skip" undoes the
@@ -134,6 +148,9 @@ def pretrain(
         raise ValueError(f"--train_steps must be >= 1, got {train_steps}")
     if steps_per_epoch < 1:
         raise ValueError(f"--steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    distribution = make_strategy(strategy)  # first: before any other TensorFlow op
+    check_global_batch(config.batch_size, distribution)
+    model_dir = writable_model_dir(model_dir, distribution)
     steps_per_epoch = min(steps_per_epoch, train_steps)
     epochs = math.ceil(train_steps / steps_per_epoch)
     os.makedirs(model_dir, exist_ok=True)
@@ -152,8 +169,12 @@ def pretrain(
         num_clips=synthetic_clips,
     )
     keras.utils.set_random_seed(config.seed)  # the same seed, the same initial weights
-    model = MSSSModel(config)
-    model.compile(optimizer=build_optimizer(config))
+    with distribution.scope():
+        model = MSSSModel(config, view_batching=view_batching, mixed_precision=mixed_precision)
+        if sync_batch_norm and distribution.num_replicas_in_sync > 1:
+            model.set_batch_norm_synchronized(True)
+        model.compile(optimizer=build_optimizer(config, mixed_precision),
+                      jit_compile=jit_compile)
     if on_nonfinite == "skip":
         install_nonfinite_skip(model)
 

@@ -168,3 +168,108 @@ def test_fit_on_the_synthetic_corpus():
     history = model.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0)
     for name in ("loss", "clip_loss", "frame_loss", "pitch_loss"):
         assert np.isfinite(history.history[name][-1])
+
+
+# ----------------------------------------------------------------- speed options (issue 5)
+def _twin(config, **kwargs):
+    """A model with the same weights (and seed state) as MSSSModel(config)."""
+    keras.utils.set_random_seed(0)
+    reference = MSSSModel(config)
+    keras.utils.set_random_seed(0)
+    other = MSSSModel(config, **kwargs)
+    other.set_weights(reference.get_weights())
+    return reference, other
+
+
+def test_concat_view_batching_matches_three_calls_in_inference_mode():
+    """One encoder call on the 3B concatenation computes the same views; only training-mode
+    batch-norm statistics (per call) can differ, so inference-mode losses are equal."""
+    config = small_config()
+    reference, concat = _twin(config, view_batching="concat")
+    batch = random_batch(config)
+    expected = reference.compute_msss_losses(batch, training=False)
+    got = concat.compute_msss_losses(batch, training=False)
+    for name in expected:
+        np.testing.assert_allclose(float(got[name]), float(expected[name]), rtol=1e-4,
+                                   atol=1e-5, err_msg=name)
+    assert MSSSModel.from_config(concat.get_config()).view_batching == "concat"
+    with pytest.raises(ValueError, match="view_batching"):
+        MSSSModel(config, view_batching="stacked")
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_losses_agree_with_float32(policy):
+    """Same weights, batch and random draws: the mixed-precision losses are the float32
+    ones within the policy's precision; the losses themselves are float32."""
+    config = small_config(drop_connect_rate=0.0)
+    reference, mixed = _twin(config, mixed_precision=policy)
+    assert mixed.encoder.layers[-1].compute_dtype == policy.split("_")[1]
+    assert mixed.clip_head.compute_dtype == "float32"
+    batch = random_batch(config)
+    expected = reference.compute_msss_losses(batch, training=True)
+    got = mixed.compute_msss_losses(batch, training=True)
+    # bfloat16 keeps 8 bits of mantissa: the pitch loss, a regression on the difference of
+    # two nearly equal encoder outputs, moves most (15% measured on this untrained model).
+    tolerance = {"mixed_float16": dict(loss=0.01, clip_loss=0.01, frame_loss=0.01,
+                                       pitch_loss=0.02),
+                 "mixed_bfloat16": dict(loss=0.1, clip_loss=0.1, frame_loss=0.1,
+                                        pitch_loss=0.25)}[policy]
+    for name, rtol in tolerance.items():
+        assert got[name].dtype == tf.float32
+        np.testing.assert_allclose(float(got[name]), float(expected[name]), rtol=rtol,
+                                   err_msg=f"{policy} {name}")
+    assert MSSSModel.from_config(mixed.get_config()).mixed_precision == policy
+
+
+def test_mixed_float16_step_scales_the_loss_and_updates_like_float32():
+    """With the LossScaleOptimizer, one mixed_float16 step updates the weights as the
+    float32 step does (the scale is undone before the update). SGD with learning rate 1
+    makes the update the gradient itself (Adam's first step is lr * sign(g), which flips
+    for the many near-zero gradients of an untrained net whatever the precision)."""
+    config = small_config(drop_connect_rate=0.0, optimizer="sgd", learning_rate=1.0)
+    reference, mixed = _twin(config, mixed_precision="mixed_float16")
+    reference.compile(optimizer=build_optimizer(config))
+    mixed.compile(optimizer=build_optimizer(config, "mixed_float16"))
+    assert isinstance(mixed.optimizer, keras.optimizers.LossScaleOptimizer)
+    # The dynamic scale starts at 2**15, where this untrained encoder's float16 gradients
+    # overflow: that step is skipped and the scale halved. Start from a scale that fits.
+    mixed.optimizer.build(mixed.trainable_variables)
+    mixed.optimizer.dynamic_scale.assign(64.0)
+    batch = random_batch(config)
+    before = np.concatenate([v.numpy().ravel() for v in reference.trainable_variables])
+    expected = {k: float(v) for k, v in reference.train_step(batch).items()}
+    got = {k: float(v) for k, v in mixed.train_step(batch).items()}
+    np.testing.assert_allclose(got["loss"], expected["loss"], rtol=0.01)
+    assert float(mixed.optimizer.dynamic_scale) == 64.0  # scaled, finite, not skipped
+    update_ref = np.concatenate([v.numpy().ravel() for v in reference.trainable_variables]) - before
+    update_mixed = np.concatenate([v.numpy().ravel() for v in mixed.trainable_variables]) - before
+    norm_ref, norm_mixed = np.linalg.norm(update_ref), np.linalg.norm(update_mixed)
+    assert norm_ref > 0
+    cosine = float(update_ref @ update_mixed) / (norm_ref * norm_mixed)
+    assert cosine > 0.99 and abs(norm_mixed / norm_ref - 1) < 0.05, (cosine, norm_mixed / norm_ref)
+
+
+@pytest.mark.slow  # XLA compiles slowly on a CPU: 2-7 minutes on 2 shared cores
+def test_xla_train_step_agrees_with_the_plain_step():
+    """Keras's compiled step with jit_compile=True (XLA) against the plain step on the
+    same weights, batch and random draws: the same losses and the same updated weights.
+
+    XLA's stateless random numbers differ from TensorFlow's for the same seed, so the
+    batch carries the draws (pitch ratios, positive noise) and drop-connect is off."""
+    config = small_config(batch_size=2, drop_connect_rate=0.0)
+    reference, xla = _twin(config)
+    reference.compile(optimizer=build_optimizer(config))
+    xla.compile(optimizer=build_optimizer(config), jit_compile=True)
+    batch = random_batch(config, batch_size=2)
+    rng = np.random.default_rng(5)
+    batch["pitch_ratio"] = rng.uniform(0.8, 1.2, size=2).astype("float32")
+    batch["positive_noise"] = rng.normal(scale=1e-3, size=batch["positive"].shape).astype(
+        "float32")
+    expected = {k: float(v) for k, v in reference.train_step(batch).items()}
+    xla.make_train_function()
+    got = xla.train_function(iter(tf.data.Dataset.from_tensors(batch).repeat()))
+    for name, value in expected.items():
+        np.testing.assert_allclose(float(got[name]), value, rtol=1e-3, atol=1e-5,
+                                   err_msg=name)
+    for a, b in zip(reference.trainable_variables, xla.trainable_variables):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, err_msg=a.path)

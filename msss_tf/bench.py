@@ -1,0 +1,543 @@
+"""`msss-tf bench`: how close each part of training and inference is to its floor.
+
+Defaults (batch 16, the demo's half-width, half-depth EfficientNet, 3 steps x 3 rounds)
+keep a full run to minutes on 2 CPU cores; `--width_coefficient=1 --depth_coefficient=1`
+measures EfficientNet-B0 (6 step tracings, an export and 2 pre-training subprocesses:
+budget 15-30 minutes on 2 cores; use `--parts=step` for the ratios alone).
+
+Everything is measured in one process (peak memory in subprocesses), after warm-up, as
+the median over `repeats` rounds; in each round every step variant runs `steps` steps in
+turn, so a noisy shared machine slows them alike and the ratios stay meaningful.
+
+Figures (all in the JSON; the headline ratios under `step_overhead`, `input_headroom`):
+
+* floor: the encoder's three forward+backward passes (anchor, positive, shifted anchor,
+  log-mel inputs) with a trivial loss (the mean of the outputs) and the same optimiser.
+* step_overhead = full MSSS train step (waveforms in: front end, pitch shift, heads, the
+  three losses) / floor. Target <= 1.10.
+* ablation steps (clip-only = COLA, two passes; clip+frame; clip+pitch) / floor.
+* view batching: the full step with one encoder call on the 3B concatenation / the
+  default three calls.
+* front end: the log-mel of the three views alone (anchor and shifted from one STFT),
+  as a fraction of the full step (it runs inside the compiled step).
+* input_headroom = examples/s of the input pipeline alone, reading TFRecord shards
+  written by `prepare_corpus` (shuffle, two random segments per clip, batching) /
+  examples/s the full step consumes. Target >= 3.
+* embedding throughput, seconds of audio per second of wall clock, scene and timestamp
+  (40 ms hop, the nearest to HEAR's 50 ms that the exact tiling allows), for the Keras
+  encoder, the exported SavedModel and the TFLite float32 and int8 files; the latency of
+  one 0.96 s window through TFLite float32 and int8 on one thread.
+* peak RSS of `msss-tf pretrain` (one step) at two batch sizes, each in a subprocess.
+* floor_vs_tf_keras: the floor of tf_keras's EfficientNet-B0 / ours ("n/a" unless
+  tf_keras is installed; it is not a dependency).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+TARGETS = {"step_overhead": ("<=", 1.10), "input_headroom": (">=", 3.0)}
+PARTS = ("step", "input", "embed", "memory")
+
+
+# ----------------------------------------------------------------------------- timing
+def _timed_rounds(fns: Dict[str, Callable[[], None]], calls: int, repeats: int) -> Dict[str, dict]:
+    """Seconds per call of each fn: median over `repeats` interleaved rounds of `calls`."""
+    rounds = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            rounds[name].append((time.perf_counter() - start) / calls)
+    return {name: {"median_s": statistics.median(v), "rounds_s": v} for name, v in rounds.items()}
+
+
+def _waveform_batch(config, batch_size: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(config.segment_samples) / config.sample_rate
+    f0 = rng.uniform(100, 1000, size=(batch_size, 1))
+    tone = 0.3 * np.sin(2 * np.pi * f0 * t)
+    noise = rng.normal(scale=0.05, size=(2, batch_size, config.segment_samples))
+    return {"anchor": (tone + noise[0]).astype("float32"),
+            "positive": (tone + noise[1]).astype("float32")}
+
+
+def _train_function(model, batch):
+    """The compiled `fit` step of `model` on a constant batch; returns a no-arg callable
+    that runs one step and waits for it."""
+    import tensorflow as tf
+
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    model.make_train_function()
+    train = model.train_function
+
+    def step():
+        logs = train(iterator)
+        float(logs["loss"])  # waits for the step
+
+    return step
+
+
+def _floor_model(config, mixed_precision, views: int, concat: bool):
+    """The floor: `views` encoder passes with a trivial loss and the same optimiser."""
+    import keras
+    import tensorflow as tf
+
+    from msss_tf.model import build_encoder_with_policy
+
+    class FloorModel(keras.Model):
+        def __init__(self):
+            super().__init__(name="floor")
+            self.encoder = build_encoder_with_policy(config, mixed_precision)
+
+        def call(self, x, training=False):
+            return self.encoder(x, training=training)
+
+        def train_step(self, data):
+            mels = [data[f"view{i}"] for i in range(views)]
+            with tf.GradientTape() as tape:
+                if concat:
+                    outputs = [self.encoder(tf.concat(mels, 0), training=True)]
+                else:
+                    outputs = [self.encoder(m, training=True) for m in mels]
+                loss = tf.add_n([tf.reduce_mean(tf.cast(o, tf.float32)) for o in outputs])
+                scaled = self.optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
+            return {"loss": loss}
+
+    return FloorModel()
+
+
+def _log_mel_views(config, batch_size, views=3, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (batch_size, config.segment_frames, config.n_mels)
+    return {f"view{i}": rng.normal(size=shape).astype("float32") for i in range(views)}
+
+
+# ------------------------------------------------------------------------------ parts
+def bench_step(config, batch_size, steps, repeats, jit_compile=False, mixed_precision=None,
+               view_batching="separate", compare_view_batching=True, ablations=True,
+               log=print) -> dict:
+    """Full step, ablations and the concatenated-views variant against the floor."""
+    import keras
+    import tensorflow as tf
+
+    from msss_tf.model import MSSSModel, build_optimizer
+
+    config = config.replace(batch_size=batch_size)
+    batch = _waveform_batch(config, batch_size)
+    variants = {
+        "full": dict(losses=("clip", "frame", "pitch")),
+        "clip": dict(losses=("clip",)),
+        "clip_frame": dict(losses=("clip", "frame")),
+        "clip_pitch": dict(losses=("clip", "pitch")),
+    }
+    if not ablations:
+        variants = {"full": variants["full"]}
+    fns, models = {}, {}
+    compile_seconds = {}
+
+    def add(name, model, data):
+        model.compile(optimizer=build_optimizer(config, mixed_precision), jit_compile=jit_compile)
+        fn = _train_function(model, data)
+        started = time.perf_counter()
+        fn()  # warm-up: traces (and compiles, with XLA) the step
+        fn()
+        compile_seconds[name] = time.perf_counter() - started
+        log(f"  warmed up {name} step in {compile_seconds[name]:.1f} s")
+        fns[name] = fn
+        models[name] = model
+
+    # Seed once: tf.function retraces every step function after tf.random.set_seed.
+    keras.utils.set_random_seed(config.seed)
+    floor = _floor_model(config, mixed_precision, views=3, concat=view_batching == "concat")
+    add("floor", floor, _log_mel_views(config, batch_size))
+    for name, changes in variants.items():
+        add(name, MSSSModel(config.replace(**changes), view_batching=view_batching,
+                            mixed_precision=mixed_precision), batch)
+    other = "concat" if view_batching == "separate" else "separate"
+    if compare_view_batching:
+        add(f"full_{other}", MSSSModel(config, view_batching=other,
+                                       mixed_precision=mixed_precision), batch)
+
+    # The front end of the three views alone (what the step computes before the encoder).
+    frontend = models["full"].frontend
+    ratio = tf.random.uniform((batch_size,), config.pitch_ratio_min, config.pitch_ratio_max)
+    anchor, positive = tf.constant(batch["anchor"]), tf.constant(batch["positive"])
+
+    @tf.function(jit_compile=bool(jit_compile))
+    @tf.autograph.experimental.do_not_convert
+    def frontend_views():
+        a, s = frontend.anchor_and_shifted(anchor, ratio)
+        return tf.reduce_sum(a) + tf.reduce_sum(s) + tf.reduce_sum(frontend(positive))
+
+    fns["frontend"] = lambda: float(frontend_views())
+    fns["frontend"]()
+
+    timed = _timed_rounds(fns, steps, repeats)
+    sec = {name: t["median_s"] for name, t in timed.items()}
+    floor_s = sec["floor"]
+    out = {
+        "batch_size": batch_size,
+        "steps_per_round": steps,
+        "repeats": repeats,
+        "jit_compile": bool(jit_compile),
+        "mixed_precision": mixed_precision or "float32",
+        "view_batching": view_batching,
+        "step_seconds": sec,
+        "step_rounds_seconds": {name: t["rounds_s"] for name, t in timed.items()},
+        "warmup_seconds": compile_seconds,
+        "floor_seconds": floor_s,
+        "full_step_seconds": sec["full"],
+        "step_overhead": sec["full"] / floor_s,
+        "ablation_vs_floor": {name: sec[name] / floor_s for name in variants if name != "full"},
+        "frontend_seconds": sec["frontend"],
+        "frontend_fraction_of_step": sec["frontend"] / sec["full"],
+        "examples_per_second_step": batch_size / sec["full"],
+        "clips_per_second_step": batch_size / sec["full"],
+    }
+    if compare_view_batching:
+        concat_s = sec["full_concat"] if other == "concat" else sec["full"]
+        separate_s = sec["full"] if other == "concat" else sec["full_separate"]
+        out["concat_vs_separate"] = concat_s / separate_s
+    return out
+
+
+def _write_corpus_shards(config, directory, num_clips, clip_seconds, seed=0) -> str:
+    """Synthetic clips -> WAV files -> `prepare_corpus` shards; returns the shard folder."""
+    import soundfile as sf
+
+    from msss_tf.data.synthetic import synthetic_corpus
+    from msss_tf.data.tfrecord import prepare_corpus
+
+    audio_dir = os.path.join(directory, "audio")
+    shard_dir = os.path.join(directory, "shards")
+    os.makedirs(audio_dir, exist_ok=True)
+    corpus = synthetic_corpus(num_clips, clip_seconds=clip_seconds,
+                              sample_rate=config.sample_rate, seed=seed)
+    for i, clip in enumerate(corpus):
+        sf.write(os.path.join(audio_dir, f"clip{i:04d}.wav"), clip, config.sample_rate,
+                 subtype="PCM_16")
+    prepare_corpus(audio_dir, shard_dir, sample_rate=config.sample_rate,
+                   num_shards=min(4, num_clips), progress=False)
+    return shard_dir
+
+
+def bench_input(config, batch_size, steps, repeats, workdir, step_seconds=None,
+                num_clips=64, clip_seconds=10.0) -> dict:
+    """Examples/s of `pretrain_dataset` alone on prepared TFRecord shards."""
+    from msss_tf.data import pretrain_dataset
+
+    config = config.replace(batch_size=batch_size)
+    shard_dir = _write_corpus_shards(config, workdir, num_clips, clip_seconds)
+    dataset = pretrain_dataset(shard_dir, config, batch_size, shuffle_buffer=num_clips)
+    iterator = iter(dataset)
+    for _ in range(3):  # warm-up: fills the shuffle buffer and the prefetch
+        next(iterator)
+    batches = max(10, 4 * steps)
+
+    def take():
+        for _ in range(batches):
+            batch = next(iterator)
+        batch["anchor"].numpy()
+
+    timed = _timed_rounds({"pipeline": take}, 1, repeats)["pipeline"]
+    seconds = timed["median_s"] / batches
+    out = {
+        "pipeline_batch_seconds": seconds,
+        "pipeline_examples_per_second": batch_size / seconds,
+        "pipeline_rounds_seconds": [r / batches for r in timed["rounds_s"]],
+        "corpus_clips": num_clips,
+        "corpus_clip_seconds": clip_seconds,
+    }
+    if step_seconds:
+        out["step_examples_per_second"] = batch_size / step_seconds
+        out["input_headroom"] = out["pipeline_examples_per_second"] / out["step_examples_per_second"]
+    return out
+
+
+def bench_embed(model, workdir, repeats, num_clips=4, clip_seconds=10.0, latency_calls=20,
+                log=print) -> dict:
+    """Seconds of audio embedded per second: Keras, SavedModel, TFLite float32 / int8."""
+    from msss_tf.data.synthetic import synthetic_corpus
+    from msss_tf.embed import Embedder
+    from msss_tf.export import TFLiteEmbedder, export_encoder, load_encoder
+
+    config = model.msss_config
+    audio = synthetic_corpus(num_clips, clip_seconds=clip_seconds,
+                             sample_rate=config.sample_rate, seed=3)
+    audio_seconds = audio.size / config.sample_rate
+    started = time.perf_counter()
+    exported = export_encoder(model, os.path.join(workdir, "export"), version=1,
+                              tflite=("float32", "int8"), overwrite=True,
+                              representative_audio=audio[:2])
+    export_seconds = time.perf_counter() - started
+    log(f"  exported SavedModel + TFLite in {export_seconds:.1f} s")
+    embedders = {
+        "keras": Embedder.from_model(model),
+        "saved_model": load_encoder(exported["saved_model"]),
+        "tflite_float32": TFLiteEmbedder(exported["tflite"]["float32"]),
+        "tflite_int8": TFLiteEmbedder(exported["tflite"]["int8"]),
+    }
+    fns = {}
+    for name, embedder in embedders.items():
+        fns[f"{name}_scene"] = lambda e=embedder: e.scene_embeddings(audio)
+        fns[f"{name}_timestamp"] = lambda e=embedder: e.timestamp_embeddings(audio)
+    for fn in fns.values():
+        fn()  # warm-up (tracing)
+    timed = _timed_rounds(fns, 1, repeats)
+    out = {
+        "audio_seconds": audio_seconds,
+        "timestamp_hop_ms": embedders["keras"].hop_ms,
+        "export_seconds": export_seconds,
+        "audio_seconds_per_second": {
+            name: audio_seconds / t["median_s"] for name, t in timed.items()},
+    }
+    window = audio[:1, :config.segment_samples]
+    latency = {}
+    for variant in ("float32", "int8"):
+        single = TFLiteEmbedder(exported["tflite"][variant], num_threads=1)
+        single.window(window)
+        calls = []
+        for _ in range(latency_calls):
+            start = time.perf_counter()
+            single.window(window)
+            calls.append(time.perf_counter() - start)
+        latency[variant] = statistics.median(calls)
+    out["tflite_window_latency_seconds_1_thread"] = latency
+    return out
+
+
+_MEMORY_SCRIPT = """
+import resource, sys
+from msss_tf.cli import main
+rc = main(["msss-tf", "pretrain"] + sys.argv[1:])
+print("MAX_RSS_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+sys.exit(rc)
+"""
+
+
+def bench_memory(config, batch_sizes: Sequence[int], workdir, extra_flags=(), log=print) -> dict:
+    """Peak RSS (MiB) of one-step pre-training at each batch size, one subprocess each."""
+    out = {}
+    for batch_size in batch_sizes:
+        model_dir = os.path.join(workdir, f"memory-{batch_size}")
+        args = [sys.executable, "-c", _MEMORY_SCRIPT, "--data=synthetic",
+                f"--model_dir={model_dir}", "--train_steps=1", "--steps_per_epoch=1",
+                f"--batch_size={batch_size}", f"--synthetic_clips={max(2 * batch_size, 8)}",
+                f"--width_coefficient={config.width_coefficient}",
+                f"--depth_coefficient={config.depth_coefficient}", *extra_flags]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        started = time.perf_counter()
+        proc = subprocess.run(args, capture_output=True, text=True, env=env)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("MAX_RSS_KIB")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"memory run at batch {batch_size} failed (exit "
+                               f"{proc.returncode}):\n{proc.stderr[-2000:]}")
+        out[str(batch_size)] = int(lines[-1].split()[1]) / 1024.0
+        log(f"  peak RSS at batch {batch_size}: {out[str(batch_size)]:.0f} MiB "
+            f"({time.perf_counter() - started:.0f} s)")
+    return {"peak_rss_mib": out}
+
+
+def bench_tf_keras_floor(batch_size, steps, repeats, floor_seconds) -> dict:
+    """tf_keras EfficientNet-B0 3-pass floor, if tf_keras is installed (not a dependency)."""
+    if importlib.util.find_spec("tf_keras") is None or not floor_seconds:
+        return {"floor_vs_tf_keras": "n/a", "tf_keras_floor_seconds": "n/a"}
+    import tensorflow as tf
+    import tf_keras
+
+    net = tf_keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                               input_shape=(96, 64, 1), pooling="avg")
+    optimizer = tf_keras.optimizers.Adam(1e-4)
+    views = [tf.random.normal((batch_size, 96, 64, 1)) for _ in range(3)]
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.add_n([tf.reduce_mean(net(v, training=True)) for v in views])
+        optimizer.apply_gradients(zip(tape.gradient(loss, net.trainable_variables),
+                                      net.trainable_variables))
+        return loss
+
+    fn = lambda: float(step())  # noqa: E731
+    fn()
+    seconds = _timed_rounds({"tf_keras": fn}, steps, repeats)["tf_keras"]["median_s"]
+    return {"floor_vs_tf_keras": floor_seconds / seconds, "tf_keras_floor_seconds": seconds}
+
+
+# ------------------------------------------------------------------------------- main
+def run_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
+                  width_coefficient: float = 0.5, depth_coefficient: float = 0.5,
+                  jit_compile: bool = False, mixed_precision: Optional[str] = None,
+                  view_batching: str = "separate", parts: Sequence[str] = PARTS,
+                  memory_batch_sizes: Optional[Sequence[int]] = None,
+                  compare_view_batching: bool = True, ablations: bool = True,
+                  out: Optional[str] = None,
+                  log: Callable = print) -> dict:
+    """Runs the benchmark parts; returns (and writes to `out` if given) the figures."""
+    import keras
+    import tensorflow as tf
+
+    from msss_tf.config import MSSSConfig
+
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown benchmark part(s) {unknown}; choose from {PARTS}")
+    if batch_size < 2 or steps < 1 or repeats < 1:
+        raise ValueError("bench: batch_size must be >= 2, steps and repeats >= 1")
+    if mixed_precision in ("", "float32", "none"):
+        mixed_precision = None
+    config = MSSSConfig(width_coefficient=width_coefficient, depth_coefficient=depth_coefficient,
+                        batch_size=batch_size, learning_rate=1e-4)
+    started = time.time()
+    results = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(),
+                    "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+                    "tensorflow": tf.__version__, "keras": keras.__version__},
+        "command": " ".join(sys.argv),
+        "encoder": {"width_coefficient": width_coefficient,
+                    "depth_coefficient": depth_coefficient},
+        "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
+        "parts": list(parts),
+    }
+    workdir = tempfile.mkdtemp(prefix="msss-bench-")
+    try:
+        step = {}
+        if "step" in parts or "input" in parts or "embed" in parts:
+            log(f"step: batch {batch_size}, {steps} steps x {repeats} rounds")
+            step = bench_step(config, batch_size, steps, repeats, jit_compile, mixed_precision,
+                              view_batching, compare_view_batching, ablations, log=log)
+            results["step"] = step
+            results["step_overhead"] = step["step_overhead"]
+            results.update(bench_tf_keras_floor(batch_size, steps, repeats,
+                                                step["floor_seconds"])
+                           if "step" in parts else {"floor_vs_tf_keras": "n/a"})
+        if "input" in parts:
+            log("input pipeline: TFRecord shards")
+            results["input"] = bench_input(config, batch_size, steps, repeats, workdir,
+                                           step_seconds=step.get("full_step_seconds"))
+            results["input_headroom"] = results["input"]["input_headroom"]
+        if "embed" in parts:
+            log("embedding throughput")
+            from msss_tf.model import MSSSModel
+
+            keras.utils.set_random_seed(0)
+            results["embed"] = bench_embed(MSSSModel(config), workdir, repeats, log=log)
+        if "memory" in parts:
+            sizes = list(memory_batch_sizes or (max(2, batch_size // 2), batch_size))
+            log(f"peak memory: batch sizes {sizes}")
+            results["memory"] = bench_memory(config, sizes, workdir, log=log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["seconds"] = time.time() - started
+    log("")
+    log(format_table(results))
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, out)
+        log(f"\nwrote {out}")
+    return results
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _target_text(name, value):
+    if name not in TARGETS or not isinstance(value, (int, float)):
+        return ""
+    op, target = TARGETS[name]
+    ok = value <= target if op == "<=" else value >= target
+    return f"{op} {target:g} {'ok' if ok else 'MISSED'}"
+
+
+def format_table(results: dict) -> str:
+    """The ratios with their absolute figures and targets, one row each."""
+    rows = [("figure", "ratio", "absolute", "target")]
+
+    def ms(seconds):
+        return f"{seconds * 1000:.0f} ms"
+
+    step = results.get("step")
+    if step:
+        sec = step["step_seconds"]
+        rows.append(("step_overhead (full / floor)", f"{step['step_overhead']:.2f}",
+                     f"{ms(sec['full'])} vs {ms(sec['floor'])} per step",
+                     _target_text("step_overhead", step["step_overhead"])))
+        for name, ratio in step["ablation_vs_floor"].items():
+            rows.append((f"  {name} step / floor", f"{ratio:.2f}", ms(sec[name]), ""))
+        if "concat_vs_separate" in step:
+            rows.append(("  one 3B call / three calls", f"{step['concat_vs_separate']:.2f}",
+                         ms(sec.get("full_concat", sec.get("full_separate", 0))), ""))
+        rows.append(("  front end / full step", f"{step['frontend_fraction_of_step']:.2f}",
+                     ms(sec["frontend"]), ""))
+        tfk = results.get("floor_vs_tf_keras", "n/a")
+        rows.append(("floor_vs_tf_keras (ours / tf_keras)",
+                     tfk if isinstance(tfk, str) else f"{tfk:.2f}", "", ""))
+    inp = results.get("input")
+    if inp and "input_headroom" in inp:
+        rows.append(("input_headroom (pipeline / step)", f"{inp['input_headroom']:.1f}",
+                     f"{inp['pipeline_examples_per_second']:.0f} vs "
+                     f"{inp['step_examples_per_second']:.1f} examples/s",
+                     _target_text("input_headroom", inp["input_headroom"])))
+    emb = results.get("embed")
+    if emb:
+        for name, rate in emb["audio_seconds_per_second"].items():
+            rows.append((f"embed {name}", f"{rate:.1f}x real time", "s audio / s", ""))
+        for variant, seconds in emb["tflite_window_latency_seconds_1_thread"].items():
+            rows.append((f"tflite {variant} one window, 1 thread", "", ms(seconds), ""))
+    mem = results.get("memory")
+    if mem:
+        for batch, mib in mem["peak_rss_mib"].items():
+            rows.append((f"peak RSS pretrain, batch {batch}", "", f"{mib:.0f} MiB", ""))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    header = (f"msss-tf bench, {results['date']}; encoder width "
+              f"{results['encoder']['width_coefficient']} depth "
+              f"{results['encoder']['depth_coefficient']}; batch "
+              f"{step.get('batch_size', '?') if step else '?'}"
+              f"{'; XLA' if step and step['jit_compile'] else ''}"
+              f"{'; ' + step['mixed_precision'] if step and step['mixed_precision'] != 'float32' else ''}")
+    return header + "\n" + "\n".join(lines)
+
+
+def finite_positive_numbers(obj, path="") -> list:
+    """Every number in a nested JSON object that is not positive and finite, with its path
+    (booleans and 'n/a' strings are skipped); the bench test checks this is empty."""
+    bad = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            bad += finite_positive_numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            bad += finite_positive_numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        if not (math.isfinite(obj) and obj > 0):
+            bad.append((path, obj))
+    return bad
