@@ -134,9 +134,15 @@ BUDGETS: Dict[str, Budget] = {
                     learning_rate=1e-3),
         task_scale=0.1, probe_epochs=5, probe_patience=5, probe_learning_rates=(1e-3,),
         eager=True, default_seeds=1, calibration_segments=8, calibration_passes=2),
-    # 5 configurations x 3 seeds + the two reference rows in <= 90 min on 2 CPU cores
-    # (the estimate is in docs/results.md's budget note and the issue 7 report). The
-    # encoder is the half-width, half-depth EfficientNet (B0 is 1.0 / 1.0).
+    # 5 configurations x 3 seeds + the two reference rows on 2 CPU cores. The encoder is
+    # the half-width, half-depth EfficientNet (B0 is 1.0 / 1.0). Estimate from CPU seconds
+    # measured at this size (2 cores, Nov 2026): per pre-trained run ~70 s tracing the
+    # train step + ~8 s set-up/saving + 0.55 s per step at batch 16 + ~77 s of probes
+    # (scene 14, pitch 17, events 46); random init ~77 s probes + ~20 s calibration;
+    # log-mel ~15 s. Total ~2510 s + 15 runs x 0.55 s x train_steps: 150 steps ->
+    # ~61 min of CPU time, about the wall time on an idle machine (tracing is single-
+    # threaded; steps use both cores). On a machine shared with other jobs, wall time was
+    # 2.5-4x the CPU time. Each 100 more steps add ~14 min.
     "default": Budget(
         name="default", train_steps=150, steps_per_epoch=50, synthetic_clips=256,
         config=dict(width_coefficient=0.5, depth_coefficient=0.5, batch_size=16,
@@ -167,10 +173,8 @@ def load_budget(spec: str) -> Budget:
             raise ValueError(f"{spec}: base {base!r} is not one of {sorted(BUDGETS)}")
         merged = BUDGETS[base].to_dict()
         merged["config"] = {**merged["config"], **d.pop("config", {})}
+        merged.pop("name")  # a file's budget is named after the file unless it says
         merged.update(d)
-        merged.setdefault("name", os.path.splitext(os.path.basename(spec))[0])
-        if "name" not in d:
-            merged["name"] = os.path.splitext(os.path.basename(spec))[0]
         d = merged
     names = {f.name for f in dataclasses.fields(Budget)}
     unknown = sorted(set(d) - names)
@@ -477,6 +481,14 @@ def _eta(pending: List[Configuration], done_seconds: Dict[str, List[float]]) -> 
     return total
 
 
+def _load_average() -> Optional[float]:
+    """The 1-minute load average: wall times on a shared machine depend on it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_info() -> dict:
     model = platform.processor() or platform.machine()
     try:
@@ -547,7 +559,8 @@ def run_study(out_dir: str, budget: Budget, seeds: int = 3,
     record["tasks"] = list(dict.fromkeys(list(record.get("tasks", [])) + list(tasks)))
     record["machine"] = machine_info()
     invocation = {"command": command or " ".join(shlex.quote(a) for a in sys.argv),
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs_done": 0}
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs_done": 0,
+                  "load_average_start": _load_average()}
     record.setdefault("invocations", []).append(invocation)
     write_json_atomically(study_path, record)
 
@@ -578,6 +591,7 @@ def run_study(out_dir: str, budget: Budget, seeds: int = 3,
         gc.collect()
     invocation["wall_seconds"] = time.time() - started
     invocation["ended"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    invocation["load_average_end"] = _load_average()
     record["wall_seconds"] = sum(inv.get("wall_seconds", 0.0) for inv in record["invocations"])
     write_json_atomically(study_path, record)
     if report:
@@ -853,12 +867,13 @@ def claims_md(claims: List[dict], paper_claims: Optional[List[dict]] = None) -> 
         lines.append(f"* **{c['claim']}**: {_verdict(c['holds'])}{paper_note}."
                      + (f" {c['note'][0].upper()}{c['note'][1:]}." if c["note"] else ""))
         for comp in c["comparisons"]:
-            exceeds = {True: "exceeds the spread", False: "within the spread",
-                       None: "one seed: no spread"}[comp["exceeds"]]
+            exceeds = ("one seed: no spread" if comp["exceeds"] is None else
+                       f"{'exceeds' if comp['exceeds'] else 'within'} the spread "
+                       f"{comp['spread']:.3f}")
             lines.append(
                 f"  * {comp['task']} {comp['metric']}: {comp['a_label']} {comp['a']:.3f} vs "
                 f"{comp['b_label']} {comp['b']:.3f}, difference {comp['diff']:+.3f} "
-                f"({exceeds} {comp['spread']:.3f})")
+                f"({exceeds})")
     return "\n".join(lines)
 
 
@@ -927,6 +942,16 @@ def task_descriptions() -> str:
     return doc[start:end if end > 0 else None].rstrip() if start >= 0 else doc.strip()
 
 
+def _load_note(invocations, cores) -> str:
+    loads = [inv[k] for inv in invocations for k in ("load_average_start", "load_average_end")
+             if inv.get(k) is not None]
+    if not loads:
+        return ""
+    return (f"; 1-minute load average {min(loads):g}-{max(loads):g} (above the core count: "
+            "other jobs shared the CPU and stretched the wall time)"
+            if max(loads) > (cores or 1) + 0.5 else f"; 1-minute load average {min(loads):g}-{max(loads):g}")
+
+
 def render_docs(out_dir: str, docs_path: str = "docs/results.md") -> str:
     """Writes `docs_path` from a finished study directory; plots are copied into
     `<docs dir>/results/`. The block between the lead-notes markers of an existing page
@@ -990,7 +1015,8 @@ def render_docs(out_dir: str, docs_path: str = "docs/results.md") -> str:
         f"* Date: started {first.get('started', '?')}, last finished "
         f"{last.get('ended', last.get('started', '?'))}; wall time of the study "
         f"{_clock(wall)} over {len(invocations)} invocation(s)"
-        + (" (resumed)" if len(invocations) > 1 else "") + ".",
+        + (" (resumed)" if len(invocations) > 1 else "")
+        + _load_note(invocations, machine.get("cpu_cores")) + ".",
         "",
         "## Measured (built-in tasks, linear probe, test split, mean ± std over seeds)",
         "",

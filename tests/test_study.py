@@ -29,7 +29,8 @@ def make_study(out_dir, values, budget=study.BUDGETS["smoke"]):
               "machine": study.machine_info(),
               "invocations": [{"command": "python -m experiments.ablation --budget=smoke",
                                "started": "2026-01-01 10:00:00 UTC",
-                               "ended": "2026-01-01 10:02:05 UTC", "wall_seconds": 125.0}]}
+                               "ended": "2026-01-01 10:02:05 UTC", "wall_seconds": 125.0,
+                               "load_average_start": 0.5, "load_average_end": 9.25}]}
     with open(os.path.join(out_dir, study.STUDY_FILE), "w") as f:
         json.dump(record, f)
     for key, per_seed in values.items():
@@ -121,6 +122,7 @@ def test_render_docs_keeps_the_lead_notes(tmp_path):
     assert "This page comes from the `smoke` budget" in text  # make_study's budget
     assert "python -m experiments.ablation --budget=smoke" in text  # the exact command
     assert "2m05s" in text and "2026-01-01 10:00:00" in text  # wall time and date
+    assert "load average 0.5-9.25 (above the core count" in text
     assert study.machine_info()["cpu_model"] in text
     assert "synthetic_events  4 s clips" in text  # task descriptions from the docstring
     assert "0.550 ± 0.071" in text
@@ -196,6 +198,9 @@ def test_claims_on_hand_made_numbers():
     claims = {c["claim"]: c for c in study.evaluate_claims(summary_of(only))}
     assert claims["bilinear similarity beats cosine (all three losses)"]["holds"] is None
     assert "not measured" in study.claims_md(list(claims.values()))
+    text = study.claims_md(study.evaluate_claims(summary_of(means, stds)))
+    assert "synthetic_scene top1_acc: all 0.580 vs clip 0.500, difference +0.080 (within the " \
+           "spread 0.098)" in text
 
 
 def test_claims_on_the_papers_own_table():
@@ -316,6 +321,7 @@ def _check_finished_study(out, keys, seeds):
     assert os.path.exists(os.path.join(out, study.RESULTS_MD))
 
 
+@pytest.mark.filterwarnings("ignore:Even though the .*run_functions_eagerly")
 def test_smoke_study_one_configuration_and_references_then_resume(tmp_path, monkeypatch, capsys):
     """The smoke budget end to end on clip-only + the two reference rows, then a second
     invocation that must neither pre-train nor probe again."""
@@ -372,3 +378,16 @@ def test_smoke_study_all_rows_through_the_cli(tmp_path):
                           timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_finished_study(out, [c.key for c in study.CONFIGURATIONS if c.default], [0])
+
+
+def test_real_tasks_found_under_data_dir(tmp_path, capsys):
+    from msss_tf.data.tasks import DCASE2016_FOLDER, synthetic_task, write_hear_task
+
+    assert study.available_real_tasks(None) == []
+    assert study.available_real_tasks(str(tmp_path)) == []  # nothing there: none, no error
+    assert "dcase2016_task2: not used" in capsys.readouterr().out
+    write_hear_task(synthetic_task("synthetic_events", scale=0.05),
+                    str(tmp_path / DCASE2016_FOLDER))
+    assert study.available_real_tasks(str(tmp_path)) == ["dcase2016_task2"]
+    (task,) = study.load_tasks(["dcase2016_task2"], study.BUDGETS["smoke"], str(tmp_path))
+    assert task.kind == "event" and task.metrics == ["event_onset_fscore"]
