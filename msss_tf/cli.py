@@ -245,7 +245,7 @@ def _define_demo(fv):
     flags.DEFINE_integer("seed", 0, "Seed.", flag_values=fv)
     flags.DEFINE_string("export_dir", "saved_models", "Base folder of the exported models.",
                         flag_values=fv)
-    flags.DEFINE_integer("probe_epochs", 60, "Most epochs of each probe.", flag_values=fv)
+    flags.DEFINE_integer("probe_epochs", 100, "Most epochs of each probe.", flag_values=fv)
 
 
 def _define_export(fv):
