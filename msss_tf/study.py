@@ -138,11 +138,11 @@ BUDGETS: Dict[str, Budget] = {
     # the half-width, half-depth EfficientNet (B0 is 1.0 / 1.0). Estimate from CPU seconds
     # measured at this size (2 cores, Nov 2026): per pre-trained run ~70 s tracing the
     # train step + ~8 s set-up/saving + 0.55 s per step at batch 16 + ~77 s of probes
-    # (scene 14, pitch 17, events 46); random init ~77 s probes + ~20 s calibration;
-    # log-mel ~15 s. Total ~2510 s + 15 runs x 0.55 s x train_steps: 150 steps ->
-    # ~61 min of CPU time, about the wall time on an idle machine (tracing is single-
-    # threaded; steps use both cores). On a machine shared with other jobs, wall time was
-    # 2.5-4x the CPU time. Each 100 more steps add ~14 min.
+    # (scene 14, pitch 17, events 46); random init 80 s (calibration + probes), log-mel
+    # 33 s (both measured as rows of this budget). Total ~2665 s + 15 runs x 0.55 s x
+    # train_steps: 150 steps -> ~65 min of CPU time, about the wall time on an idle
+    # machine (tracing is single-threaded; steps use both cores). On a machine shared
+    # with other jobs, wall time was 2.5-4x the CPU time. Each 100 more steps: ~14 min.
     "default": Budget(
         name="default", train_steps=150, steps_per_epoch=50, synthetic_clips=256,
         config=dict(width_coefficient=0.5, depth_coefficient=0.5, batch_size=16,
