@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -394,7 +395,28 @@ def run_export(fv):
     for name, size in result["sizes"].items():
         print(f"  {size / 1024:10.1f} KiB  {os.path.join(result['export_dir'], name)}")
     print(f"summary: {result['summary']}")
+    with open(result["summary"]) as f:
+        for line in tflite_parity_lines(json.load(f).get("tflite", {})):
+            print(line)
     return 0
+
+
+def tflite_parity_lines(variants: dict) -> list:
+    """Lines on each TFLite file's fidelity to the Keras encoder (`export_summary.json`'s
+    "tflite" entry), with a warning for any below 0.99 minimum cosine."""
+    lines = []
+    for variant, info in variants.items():
+        parity = info.get("parity_vs_keras") or {}
+        if "min_cosine" not in parity:
+            continue
+        cosine = parity["min_cosine"]
+        lines.append(f"  TFLite {variant}: min cosine to the Keras encoder {cosine:.4f} over "
+                     f"{parity.get('windows')} windows")
+        if cosine < 0.99:
+            lines.append(f"  WARNING: {variant} drifts from the float encoder (min cosine "
+                         f"{cosine:.3f} < 0.99): check it on your task before shipping it, "
+                         "or ship float32 / dynamic_int8")
+    return lines
 
 
 def run_embed(fv, files=()):

@@ -155,3 +155,16 @@ def test_prepare_subcommand(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_clips"] == 2
     np.testing.assert_allclose(manifest["total_seconds"], 3.0, atol=1e-3)
+
+
+def test_export_prints_tflite_parity_and_warns_below_099():
+    from msss_tf.cli import tflite_parity_lines
+
+    lines = tflite_parity_lines({
+        "float32": {"parity_vs_keras": {"windows": 16, "min_cosine": 0.99999}},
+        "int8": {"parity_vs_keras": {"windows": 16, "min_cosine": 0.0923}},
+        "dynamic_int8": {"file": "x.tflite"},  # no parity measured: nothing said
+    })
+    assert lines[0] == "  TFLite float32: min cosine to the Keras encoder 1.0000 over 16 windows"
+    assert "int8: min cosine to the Keras encoder 0.0923" in lines[1]
+    assert lines[2].startswith("  WARNING: int8 drifts") and len(lines) == 3
