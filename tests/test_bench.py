@@ -1,0 +1,103 @@
+"""msss-tf bench: the figures exist, are positive and finite, and the table shows targets.
+
+Speed targets are not asserted here (timed assertions are flaky on shared machines): the
+benchmark prints them beside the measured ratios.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from msss_tf.bench import finite_positive_numbers, format_table, run_benchmark
+
+TINY = dict(batch_size=2, steps=1, repeats=1, width_coefficient=0.25, depth_coefficient=0.25)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_finite_positive_numbers_finds_bad_figures():
+    figures = {"a": 1.0, "b": {"c": [2, 0.0]}, "d": float("nan"), "e": "n/a", "f": True,
+               "g": -1}
+    paths = [p for p, _ in finite_positive_numbers(figures)]
+    assert set(paths) == {".b.c[1]", ".d", ".g"}
+
+
+@pytest.mark.slow  # two step tracings: 2-4 minutes on 2 cores, 14 under a load of 8
+def test_bench_step_and_input_at_a_tiny_size(tmp_path):
+    """The two headline ratios from one run: step vs the 3-pass floor, pipeline vs step."""
+    out = tmp_path / "bench.json"
+    lines = []
+    run_benchmark(**TINY, parts=("step", "input"), ablations=False,
+                  compare_view_batching=False, out=str(out), log=lines.append)
+    figures = json.loads(out.read_text())
+    for key in ("step_overhead", "input_headroom", "floor_vs_tf_keras", "date", "machine"):
+        assert key in figures, key
+    step = figures["step"]
+    assert set(step["step_seconds"]) == {"floor", "full", "frontend"}
+    assert step["step_overhead"] == pytest.approx(step["full_step_seconds"] / step["floor_seconds"])
+    assert figures["input"]["input_headroom"] == pytest.approx(
+        figures["input"]["pipeline_examples_per_second"]
+        / figures["input"]["step_examples_per_second"])
+    if importlib.util.find_spec("tf_keras") is None:
+        assert figures["floor_vs_tf_keras"] == "n/a"
+    assert finite_positive_numbers(figures) == []
+    table = "\n".join(lines)
+    assert "step_overhead" in table and "<= 1.1" in table
+    assert "input_headroom" in table and ">= 3" in table
+
+
+@pytest.mark.slow  # every part: 6 step tracings, an export with int8, 2 subprocesses
+def test_bench_cli_every_part(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "--batch_size=2", "--steps=1",
+         "--repeats=1", "--width_coefficient=0.25", "--depth_coefficient=0.25",
+         "--memory_batch_sizes=2,4", f"--out={out}"],
+        cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert finite_positive_numbers(figures) == []
+    assert set(figures["step"]["ablation_vs_floor"]) == {"clip", "clip_frame", "clip_pitch"}
+    assert figures["step"]["concat_vs_separate"] > 0
+    rates = figures["embed"]["audio_seconds_per_second"]
+    assert set(rates) == {f"{m}_{k}" for m in ("keras", "saved_model", "tflite_float32",
+                                               "tflite_int8") for k in ("scene", "timestamp")}
+    assert set(figures["embed"]["tflite_window_latency_seconds_1_thread"]) == {"float32", "int8"}
+    assert set(figures["memory"]["peak_rss_mib"]) == {"2", "4"}
+    assert "step_overhead" in proc.stdout and "peak RSS" in proc.stdout
+
+
+def test_bench_refuses_unknown_parts():
+    with pytest.raises(ValueError, match="unknown benchmark part"):
+        run_benchmark(**TINY, parts=("step", "gpu"))
+
+
+def _gpu_check(env_overrides, tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHON=sys.executable, **env_overrides)
+    return subprocess.run(["bash", os.path.join(REPO, "experiments", "gpu_check.sh"),
+                           str(tmp_path / "gpu")], cwd=REPO, env=env, capture_output=True,
+                          text=True)
+
+
+def test_gpu_check_fails_clearly_without_a_gpu(tmp_path):
+    proc = _gpu_check({}, tmp_path)
+    assert proc.returncode == 2
+    assert "no GPU visible" in proc.stderr
+    assert not (tmp_path / "gpu").exists()
+
+
+@pytest.mark.slow  # XLA on a CPU compiles for minutes
+def test_gpu_check_runs_its_bench_calls_on_cpu_at_a_tiny_size(tmp_path):
+    proc = _gpu_check({"GPU_CHECK_ALLOW_CPU": "1", "GPU_CHECK_BATCHES": "2",
+                       "GPU_CHECK_VARIANTS": "plain xla_bf16", "GPU_CHECK_STEPS": "1",
+                       "GPU_CHECK_REPEATS": "1", "GPU_CHECK_WIDTH": "0.25",
+                       "GPU_CHECK_DEPTH": "0.25"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "gpu" / "gpu_check.json").read_text())
+    assert set(summary["table"]) == {"2-plain", "2-xla_bf16"}
+    assert summary["runs"]["2-xla_bf16"]["step"]["jit_compile"] is True
+    assert summary["runs"]["2-xla_bf16"]["step"]["mixed_precision"] == "mixed_bfloat16"
+    assert finite_positive_numbers(summary["table"]) == []
