@@ -311,7 +311,14 @@ class MSSSModel(keras.Model):
             values = dict(zip(names, means))
         for name, tracker in self.trackers.items():
             tracker.update_state(values[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        strategy = tf.distribute.get_strategy()
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            # Keras 3.15 reduces multi-worker step outputs with strategy.reduce("MEAN",
+            # axis=0), which needs an axis: give each (already global) mean one.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         replica = _replica_context()
@@ -329,6 +336,18 @@ class MSSSModel(keras.Model):
 
     def test_step(self, data):
         return self._update_trackers(self.compute_msss_losses(data, training=False))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Under a tf.distribute strategy Keras builds the model symbolically from a batch
+        first, reducing the batch with `strategy.reduce`, which fails for a dict batch
+        under MultiWorkerMirroredStrategy. Every layer here is built in `__init__`, so only
+        the optimiser's slots remain: build them in the strategy's scope, as Keras does."""
+        if getattr(self, "_distribute_strategy", None) is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        with self.distribute_strategy.scope():
+            if self.optimizer is not None and not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
+            self._post_build()
 
     @property
     def metrics(self):

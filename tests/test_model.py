@@ -267,11 +267,18 @@ def test_xla_train_step_agrees_with_the_plain_step():
     batch["pitch_ratio"] = rng.uniform(0.8, 1.2, size=2).astype("float32")
     batch["positive_noise"] = rng.normal(scale=1e-3, size=batch["positive"].shape).astype(
         "float32")
+    before = [v.numpy() for v in reference.trainable_variables]
     expected = {k: float(v) for k, v in reference.train_step(batch).items()}
     xla.make_train_function()
     got = xla.train_function(iter(tf.data.Dataset.from_tensors(batch).repeat()))
     for name, value in expected.items():
         np.testing.assert_allclose(float(got[name]), value, rtol=1e-3, atol=1e-5,
                                    err_msg=name)
-    for a, b in zip(reference.trainable_variables, xla.trainable_variables):
-        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, err_msg=a.path)
+    # The update (lr * gradient) agrees to XLA's float reassociation (1e-3 relative).
+    update_ref = np.concatenate([(a.numpy() - b).ravel() for a, b in
+                                 zip(reference.trainable_variables, before)])
+    update_xla = np.concatenate([(a.numpy() - b).ravel() for a, b in
+                                 zip(xla.trainable_variables, before)])
+    assert np.linalg.norm(update_ref) > 0
+    relative = np.linalg.norm(update_xla - update_ref) / np.linalg.norm(update_ref)
+    assert relative < 1e-3, relative
