@@ -104,6 +104,19 @@ def calibrate_batch_norm(encoder, frontend, audio, batch_size: int = 16, passes:
     return passes
 
 
+def as_audio_batch(audio) -> np.ndarray:
+    """Audio [n, samples] or [samples] -> float32 [n, samples]; refuses other ranks and
+    NaN or Inf samples (they would give NaN embeddings)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be [n, samples] or [samples], got shape {audio.shape}")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("audio holds NaN or Inf samples")
+    return audio
+
+
 class WindowPlan:
     """Where the 0.96 s windows go, for scene and timestamp embeddings.
 
@@ -293,13 +306,7 @@ class Embedder(tf.Module):
 
     # --------------------------------------------------------------- NumPy API
     def _batches(self, audio, batch_size):
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim == 1:
-            audio = audio[None, :]
-        if audio.ndim != 2:
-            raise ValueError(f"audio must be [n, samples] or [samples], got shape {audio.shape}")
-        if not np.all(np.isfinite(audio)):
-            raise ValueError("audio holds NaN or Inf samples")
+        audio = as_audio_batch(audio)
         for start in range(0, len(audio), batch_size):
             yield audio[start:start + batch_size]
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from msss_tf.config import MSSSConfig
 from msss_tf.data.audio import write_json_atomically
+from msss_tf.embed import as_audio_batch
 
 STUDY_FILE = "study.json"
 RUN_RESULT = "run_result.json"
@@ -283,13 +284,7 @@ class LogMelStatsEmbedder:
         self.scene_embedding_size = self.timestamp_embedding_size = 2 * self.config.n_mels
 
     def _log_mel(self, audio) -> np.ndarray:
-        audio = np.asarray(audio, np.float32)
-        if audio.ndim == 1:
-            audio = audio[None, :]
-        if audio.ndim != 2:
-            raise ValueError(f"audio must be [n, samples] or [samples], got shape {audio.shape}")
-        if not np.all(np.isfinite(audio)):
-            raise ValueError("audio holds NaN or Inf samples")
+        audio = as_audio_batch(audio)
         short = self.config.stft_window - audio.shape[1]
         if short > 0:
             audio = np.pad(audio, ((0, 0), (0, short)))
