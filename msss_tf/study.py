@@ -76,11 +76,12 @@ class Budget:
         patience, learning-rate grid (chosen on the validation split), batch size (32:
         at the paper's 1024 an epoch of a built-in task is a single optimiser step, and
         the probe stops undertrained).
-    eager: run every `tf.function` of a run eagerly (`tf.config.run_functions_eagerly`:
-        the pre-training steps, the embedder, the probes' fits; tf.data stays a graph).
-        Tracing the train step costs 30-140 s per run on a CPU; for a handful of steps on a
-        tiny encoder and tiny tasks (the smoke budget) eager execution is far cheaper.
-        Same code, same numbers up to float rounding.
+    eager: pre-train (and calibrate batch norm) eagerly (`tf.config.run_functions_eagerly`
+        around those steps; tf.data stays a graph). Tracing the train step costs 30-140 s
+        per run on a CPU; for a step or two on a tiny encoder (the smoke budget) eager
+        execution is far cheaper. Embedding and the probes' fits stay compiled: an eager
+        Keras fit pays ~0.05-0.15 s per step even for one Dense layer. Same code, same
+        numbers up to float rounding.
     default_seeds: seeds 0..N-1 when the command line does not say.
     calibration_segments: the random-init row's batch-norm statistics are estimated on
         this many segments of the pre-training corpus (`msss_tf.embed.calibrate_batch_norm`);
@@ -133,7 +134,7 @@ BUDGETS: Dict[str, Budget] = {
     # The runner end to end in a minute or two (CI): a tiny encoder, a handful of eager
     # steps, tiny tasks. Its numbers mean nothing.
     "smoke": Budget(
-        name="smoke", train_steps=2, steps_per_epoch=2, synthetic_clips=16,
+        name="smoke", train_steps=1, steps_per_epoch=1, synthetic_clips=16,
         config=dict(width_coefficient=0.25, depth_coefficient=0.25, batch_size=4,
                     learning_rate=1e-3),
         task_scale=0.1, probe_epochs=5, probe_patience=5, probe_learning_rates=(1e-3,),
@@ -424,13 +425,16 @@ def run_one(configuration: Configuration, seed: int, budget: Budget, tasks,
     os.makedirs(out, exist_ok=True)
     started, cpu_started = time.time(), _cpu_seconds()
     eager_before = tf.config.functions_run_eagerly()
+    # Eager only where tracing costs more than it saves: the few pre-training steps of a
+    # tiny budget. The probes' Keras fits stay compiled (eagerly, each step of even a
+    # one-Dense-layer probe costs ~0.15 s; the smoke study spent 2/3 of its time there).
     tf.config.run_functions_eagerly(budget.eager or eager_before)
     try:
         embedder, info = make_embedder(configuration, budget, seed, out)
-        probe_started = time.time()
-        rows = probe_all(embedder, tasks, budget, seed, configuration.key)
     finally:
         tf.config.run_functions_eagerly(eager_before)
+    probe_started = time.time()
+    rows = probe_all(embedder, tasks, budget, seed, configuration.key)
     result = {
         "configuration": configuration.key, "label": configuration.label,
         "kind": configuration.kind, "seed": seed, "budget": budget.name,
