@@ -36,7 +36,8 @@ encoder (16 held-out windows; sizes in bytes):
 
 dynamic_int8 keeps all but the top block float on it (block7a too gave 0.992 on the
 selection windows, below the 0.995 target): 91 % of float32's size, 2.7x the old file.
-A well-converged encoder keeps far more int8: the tests' perturbed one keeps none float.
+The tests' untrained, perturbed encoder keeps none float (a well-converged trained one
+was not measured).
 
 Static int8 cannot hold that encoder at all: its activations on quiet and on loud windows
 are up to ~600x apart (beyond int8's range at any useful resolution; the quiet windows'
