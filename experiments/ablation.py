@@ -38,6 +38,9 @@ flags.DEFINE_list("tasks", None, "Optional explicit task list (default: the thre
                   "tasks plus the real ones found under --data_dir).")
 flags.DEFINE_string("docs", None, "Optional: also render this page (e.g. docs/results.md) "
                     "from the study; its lead-notes block is kept.")
+flags.DEFINE_integer("jobs", 0, "Runs at a time, each in its own worker process (0: the "
+                     "budget's default: 2 for smoke, whose tiny tensors keep TensorFlow on one "
+                     "core; 1 otherwise). Numbers do not depend on it, only wall time.")
 flags.DEFINE_boolean("report_only", False, "Only (re)write the report (and --docs) from the "
                      "finished runs of --out_dir; train nothing.")
 
@@ -54,7 +57,8 @@ def main(argv):
         seeds = FLAGS.seeds if FLAGS.seeds is not None else budget.default_seeds
         command = "python -m experiments.ablation " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         study.run_study(FLAGS.out_dir, budget, seeds=seeds, configs=FLAGS.configs,
-                        tasks=FLAGS.tasks, data_dir=FLAGS.data_dir, command=command)
+                        tasks=FLAGS.tasks, data_dir=FLAGS.data_dir, command=command,
+                        jobs=FLAGS.jobs or None)
     else:
         paths = study.write_report(FLAGS.out_dir)
         print(f"report: {paths['md']}, {paths['csv']}")

@@ -519,10 +519,85 @@ def _check_same_budget(saved: dict, budget: Budget, out_dir: str) -> None:
                          "Use a new --out_dir.")
 
 
+# Runs at a time by default. The smoke budget's tiny tensors keep TensorFlow on about one
+# core, so two worker processes halve its wall time on 2 cores; larger budgets already use
+# every core in one process.
+DEFAULT_JOBS = {"smoke": 2}
+
+
+def default_jobs(budget: Budget) -> int:
+    """The budget's default number of parallel runs, capped by the usable cores."""
+    return max(1, min(DEFAULT_JOBS.get(budget.name, 1), _usable_cores()))
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+_WORKER_TASKS: Dict[tuple, list] = {}
+
+
+def _worker_init(threads: int) -> None:
+    """A fresh (spawned) worker: TensorFlow's thread pools sized to its share of cores."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _worker_run(key: str, seed: int, budget: Budget, task_names: Tuple[str, ...],
+                data_dir: Optional[str], out_dir: str) -> dict:
+    """One (configuration, seed) in a worker; the tasks are built once per worker."""
+    cache_key = (budget.name, budget.task_scale, task_names, data_dir)
+    if cache_key not in _WORKER_TASKS:
+        _WORKER_TASKS[cache_key] = load_tasks(list(task_names), budget, data_dir)
+    result = run_one(CONFIG_BY_KEY[key], seed, budget, _WORKER_TASKS[cache_key], out_dir)
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+    return result
+
+
+def _run_in_workers(pending, budget, task_names, data_dir, out_dir, jobs, finished) -> None:
+    """Runs `pending` in `jobs` spawned worker processes (TensorFlow does not survive a
+    fork); calls finished(i, configuration, seed, result) as each run ends. A failed run
+    is reported, the others finish, and the first failure is raised at the end."""
+    import concurrent.futures
+    import multiprocessing
+
+    threads = max(1, _usable_cores() // jobs)
+    print(f"    {len(pending)} runs in {jobs} worker processes ({threads} thread(s) each)",
+          flush=True)
+    failures = []
+    with concurrent.futures.ProcessPoolExecutor(
+            max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = {pool.submit(_worker_run, c.key, s, budget, tuple(task_names), data_dir,
+                               out_dir): (c, s) for c, s in pending}
+        for i, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            configuration, seed = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # noqa: BLE001 - reported, raised after the others
+                print(f"[{i}/{len(pending)}] {configuration.key} seed {seed} FAILED: "
+                      f"{type(error).__name__}: {error}", flush=True)
+                failures.append((configuration.key, seed, error))
+                continue
+            finished(i, configuration, seed, result)
+    if failures:
+        key, seed, error = failures[0]
+        raise RuntimeError(f"{len(failures)} run(s) failed; first: {key} seed {seed}: "
+                           f"{type(error).__name__}: {error}") from error
+
+
 def run_study(out_dir: str, budget: Budget, seeds: int = 3,
               configs: Optional[Sequence[str]] = None, tasks: Optional[Sequence[str]] = None,
               data_dir: Optional[str] = None, command: Optional[str] = None,
-              report: bool = True) -> dict:
+              report: bool = True, jobs: Optional[int] = None) -> dict:
     """Runs every (configuration, seed) not finished yet, seed by seed, then the report.
 
     Args:
@@ -533,6 +608,9 @@ def run_study(out_dir: str, budget: Budget, seeds: int = 3,
         tasks: task names (default: the three built-in ones, plus the real ones whose
             data is under `data_dir`).
         command: the command line recorded in study.json (default: sys.argv).
+        jobs: runs at a time, each in its own worker process (`default_jobs`: the
+            budget's default, capped by the usable cores). Runs are independent and
+            every one is seeded, so the numbers do not depend on it; only wall time does.
 
     Returns the study record (study.json's content).
     """
@@ -570,27 +648,42 @@ def run_study(out_dir: str, budget: Budget, seeds: int = 3,
     print(f"study {out_dir}: budget {budget.name}, {len(chosen)} rows x {seeds} seed(s), "
           f"tasks {', '.join(t.name for t in task_list)}; {len(runs) - len(pending)} of "
           f"{len(runs)} runs already done", flush=True)
+    jobs = default_jobs(budget) if not jobs else int(jobs)
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    jobs = min(jobs, max(1, len(pending)))
     started = time.time()
     done_seconds: Dict[str, List[float]] = {}
-    for i, (configuration, seed) in enumerate(pending):
-        print(f"[{i + 1}/{len(pending)}] {configuration.label}, seed {seed} ...", flush=True)
-        result = run_one(configuration, seed, budget, task_list, out_dir)
+
+    def finished(i, configuration, seed, result):
         done_seconds.setdefault(configuration.kind, []).append(result["seconds"])
         elapsed = time.time() - started
-        eta = _eta([c for c, _ in pending[i + 1:]], done_seconds)
+        remaining = [c for c, s in pending if read_run_result(out_dir, c.key, s) is None]
+        eta = _eta(remaining, done_seconds)
         scores = ", ".join(f"{r['task']} {r['metric']} {r['value']:.3f}"
                            for r in result["rows"] if r["split"] == "test")
-        print(f"[{i + 1}/{len(pending)}] {configuration.key} seed {seed} done in "
+        print(f"[{i}/{len(pending)}] {configuration.key} seed {seed} done in "
               f"{_clock(result['seconds'])} (pre-train {_clock(result['pretrain_seconds'])}, "
               f"probes {_clock(result['probe_seconds'])}; CPU {_clock(result['cpu_seconds'])}): "
               f"{scores}", flush=True)
+        eta = None if eta is None else eta / jobs
         print(f"    elapsed {_clock(elapsed)}, ETA {_clock(eta) if eta is not None else '?'}",
               flush=True)
-        invocation["runs_done"] = i + 1
+        invocation["runs_done"] = i
         invocation["wall_seconds"] = time.time() - started
         write_json_atomically(study_path, record)
-        keras.backend.clear_session()  # models of finished runs: free them
-        gc.collect()
+
+    invocation["jobs"] = jobs
+    if jobs == 1:
+        for i, (configuration, seed) in enumerate(pending):
+            print(f"[{i + 1}/{len(pending)}] {configuration.label}, seed {seed} ...", flush=True)
+            result = run_one(configuration, seed, budget, task_list, out_dir)
+            finished(i + 1, configuration, seed, result)
+            keras.backend.clear_session()  # models of finished runs: free them
+            gc.collect()
+    elif pending:
+        _run_in_workers(pending, budget, [t.name for t in task_list], data_dir, out_dir,
+                        jobs, finished)
     invocation["wall_seconds"] = time.time() - started
     invocation["ended"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     invocation["load_average_end"] = _load_average()

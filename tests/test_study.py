@@ -327,10 +327,17 @@ def test_smoke_study_one_configuration_and_references_then_resume(tmp_path, monk
     invocation that must neither pre-train nor probe again."""
     out = str(tmp_path / "smoke")
     keys = ["clip", "random_init", "logmel"]
-    study.run_study(out, study.BUDGETS["smoke"], seeds=1, configs=keys, command="test run")
+    study.run_study(out, study.BUDGETS["smoke"], seeds=1, configs=keys, command="test run",
+                    jobs=2)
     printed = capsys.readouterr().out
     assert "ETA" in printed and "elapsed" in printed
+    assert "3 runs in 2 worker processes" in printed
     _check_finished_study(out, keys, [0])
+    # A run in a worker process gives the numbers the same run gives in this process.
+    (logmel,) = study.select_configurations(["logmel"])
+    tasks = study.load_tasks(list(study.BUILTIN_TASKS), study.BUDGETS["smoke"])
+    here = study.run_one(logmel, 0, study.BUDGETS["smoke"], tasks, str(tmp_path / "here"))
+    assert here["rows"] == study.read_run_result(out, "logmel", 0)["rows"]
     model = os.path.join(study.run_dir(out, "clip", 0), "pretrain", "model.keras")
     assert os.path.exists(model)
     with open(os.path.join(study.run_dir(out, "clip", 0), "pretrain", "summary.json")) as f:
