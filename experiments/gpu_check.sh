@@ -7,6 +7,11 @@
 #
 #   bash experiments/gpu_check.sh [OUT_DIR]
 #
+# It needs TensorFlow with GPU support on that machine. Where only JAX is there (the GPU
+# machines lent to this project, Nov 2026: TensorFlow and its CUDA 12 wheels are ~2 GB and
+# cannot be carried), `python experiments/gpu_floor_keras_jax.py` measures the same step's
+# encoder passes and losses with Keras 3 on JAX instead (see WORKSPACE.md, Performance).
+#
 # Environment overrides (the CPU test uses them): GPU_CHECK_BATCHES="256 1024",
 # GPU_CHECK_VARIANTS="plain xla xla_bf16" (also: xla_fp16, bf16, fp16),
 # GPU_CHECK_STEPS=5, GPU_CHECK_REPEATS=3, GPU_CHECK_WIDTH=1.0, GPU_CHECK_DEPTH=1.0,
@@ -21,6 +26,12 @@ WIDTH=${GPU_CHECK_WIDTH:-1.0}
 DEPTH=${GPU_CHECK_DEPTH:-1.0}
 PYTHON=${PYTHON:-python}
 
+if ! $PYTHON -c "import tensorflow" >/dev/null 2>&1; then
+  echo "gpu_check.sh: '$PYTHON -c \"import tensorflow\"' fails here: install the package with" \
+       "its GPU build (pip install -e . && pip install 'tensorflow[and-cuda]'), or measure the" \
+       "encoder's step with Keras on JAX: python experiments/gpu_floor_keras_jax.py" >&2
+  exit 2
+fi
 CARD=$($PYTHON - <<'PY'
 import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
