@@ -1,9 +1,21 @@
 """`msss-tf bench`: how close each part of training and inference is to its floor.
 
-Defaults (batch 16, the demo's half-width, half-depth EfficientNet, 3 steps x 3 rounds)
-keep a full run to minutes on 2 CPU cores; `--width_coefficient=1 --depth_coefficient=1`
-measures EfficientNet-B0 (6 step tracings, an export and 2 pre-training subprocesses:
-budget 15-30 minutes on 2 cores; use `--parts=step` for the ratios alone).
+Defaults (batch 16, the demo's half-width, half-depth EfficientNet, 3 steps x 3 rounds,
+every part, the concatenated-views comparison off) keep a full run to a few minutes on 2
+CPU cores; `--width_coefficient=1 --depth_coefficient=1` measures EfficientNet-B0 (5 step
+tracings, an export and 2 pre-training subprocesses: budget 10-20 minutes on 2 cores; use
+`--parts=step,input` for the ratios alone). The output ends with the benchmark's own wall
+time per part and lists what was skipped with the flag that turns it on.
+
+Where the time goes: tracing dominates (each step function is a graph of ~20k ops:
+three encoder passes, their gradients and Adam's updates). Each variant is traced once:
+the optimiser's slots are built before the first call, as `fit` does (otherwise
+`tf.function` traces a step twice, once with and once without creating them). The
+ablations keep their own traces: a loss switched off by a zero weight would still run
+its head, its loss and their gradients (and the clip-only step would still encode the
+shifted view), so one shared trace would not measure what an ablation saves. The peak-RSS
+subprocesses run beside the tracing (single-threaded Python) and are waited for before
+the first timed round.
 
 Everything is measured in one process (peak memory in subprocesses), after warm-up, as
 the median over `repeats` rounds; in each round every step variant runs `steps` steps in
@@ -16,8 +28,8 @@ Figures (all in the JSON; the headline ratios under `step_overhead`, `input_head
 * step_overhead = full MSSS train step (waveforms in: front end, pitch shift, heads, the
   three losses) / floor. Target <= 1.10.
 * ablation steps (clip-only = COLA, two passes; clip+frame; clip+pitch) / floor.
-* view batching: the full step with one encoder call on the 3B concatenation / the
-  default three calls.
+* view batching (`--compare_view_batching`, off by default): the full step with one
+  encoder call on the 3B concatenation / the default three calls.
 * front end: the log-mel of the three views alone (anchor and shifted from one STFT),
   as a fraction of the full step (it runs inside the compiled step).
 * input_headroom = examples/s of the input pipeline alone, reading TFRecord shards
@@ -79,10 +91,26 @@ def _waveform_batch(config, batch_size: int, seed: int = 0):
 
 def _train_function(model, batch):
     """The compiled `fit` step of `model` on a constant batch; returns a no-arg callable
-    that runs one step and waits for it."""
+    that runs one step and waits for it, and a list whose length is the number of times
+    the step was traced.
+
+    The optimiser's slots are built first, as `fit` does (its symbolic build): if the
+    first call created them, `tf.function` would trace the whole step a second time (a
+    function that creates variables is retraced without them), which doubled every
+    warm-up here."""
     import tensorflow as tf
 
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    traces = []
+    train_step = model.train_step
+
+    def counted_train_step(data):
+        traces.append(1)  # Python runs only while tracing
+        return train_step(data)
+
+    model.train_step = counted_train_step
     model.make_train_function()
     train = model.train_function
 
@@ -90,7 +118,7 @@ def _train_function(model, batch):
         logs = train(iterator)
         float(logs["loss"])  # waits for the step
 
-    return step
+    return step, traces
 
 
 def _floor_model(config, mixed_precision, views: int, concat: bool):
@@ -132,9 +160,13 @@ def _log_mel_views(config, batch_size, views=3, seed=0):
 
 # ------------------------------------------------------------------------------ parts
 def bench_step(config, batch_size, steps, repeats, jit_compile=False, mixed_precision=None,
-               view_batching="separate", compare_view_batching=True, ablations=True,
-               log=print) -> dict:
-    """Full step, ablations and the concatenated-views variant against the floor."""
+               view_batching="separate", compare_view_batching=False, ablations=True,
+               log=print, before_timing: Optional[Callable[[], None]] = None,
+               models_out: Optional[dict] = None) -> dict:
+    """Full step, ablations and the concatenated-views variant against the floor.
+
+    `before_timing` runs after every warm-up, before the timed rounds (run_benchmark
+    waits there for the background memory runs); `models_out` receives the models."""
     import keras
     import tensorflow as tf
 
@@ -151,16 +183,18 @@ def bench_step(config, batch_size, steps, repeats, jit_compile=False, mixed_prec
     if not ablations:
         variants = {"full": variants["full"]}
     fns, models = {}, {}
-    compile_seconds = {}
+    compile_seconds, traces = {}, {}
 
     def add(name, model, data):
         model.compile(optimizer=build_optimizer(config, mixed_precision), jit_compile=jit_compile)
-        fn = _train_function(model, data)
         started = time.perf_counter()
+        fn, traced = _train_function(model, data)
         fn()  # warm-up: traces (and compiles, with XLA) the step
         fn()
         compile_seconds[name] = time.perf_counter() - started
-        log(f"  warmed up {name} step in {compile_seconds[name]:.1f} s")
+        traces[name] = len(traced)
+        log(f"  warmed up {name} step in {compile_seconds[name]:.1f} s "
+            f"({len(traced)} trace{'s' if len(traced) != 1 else ''})")
         fns[name] = fn
         models[name] = model
 
@@ -190,7 +224,13 @@ def bench_step(config, batch_size, steps, repeats, jit_compile=False, mixed_prec
     fns["frontend"] = lambda: float(frontend_views())
     fns["frontend"]()
 
+    if before_timing is not None:
+        before_timing()
+    started = time.perf_counter()
     timed = _timed_rounds(fns, steps, repeats)
+    timing_seconds = time.perf_counter() - started
+    if models_out is not None:
+        models_out.update(models)
     sec = {name: t["median_s"] for name, t in timed.items()}
     floor_s = sec["floor"]
     out = {
@@ -203,6 +243,8 @@ def bench_step(config, batch_size, steps, repeats, jit_compile=False, mixed_prec
         "step_seconds": sec,
         "step_rounds_seconds": {name: t["rounds_s"] for name, t in timed.items()},
         "warmup_seconds": compile_seconds,
+        "traces": traces,
+        "timed_rounds_seconds": timing_seconds,
         "floor_seconds": floor_s,
         "full_step_seconds": sec["full"],
         "step_overhead": sec["full"] / floor_s,
@@ -245,7 +287,9 @@ def bench_input(config, batch_size, steps, repeats, workdir, step_seconds=None,
     from msss_tf.data import pretrain_dataset
 
     config = config.replace(batch_size=batch_size)
+    started = time.perf_counter()
     shard_dir = _write_corpus_shards(config, workdir, num_clips, clip_seconds)
+    shards_seconds = time.perf_counter() - started
     dataset = pretrain_dataset(shard_dir, config, batch_size, shuffle_buffer=num_clips)
     iterator = iter(dataset)
     for _ in range(3):  # warm-up: fills the shuffle buffer and the prefetch
@@ -263,6 +307,7 @@ def bench_input(config, batch_size, steps, repeats, workdir, step_seconds=None,
         "pipeline_batch_seconds": seconds,
         "pipeline_examples_per_second": batch_size / seconds,
         "pipeline_rounds_seconds": [r / batches for r in timed["rounds_s"]],
+        "shards_seconds": shards_seconds,
         "corpus_clips": num_clips,
         "corpus_clip_seconds": clip_seconds,
     }
@@ -334,8 +379,9 @@ sys.exit(rc)
 
 
 def bench_memory(config, batch_sizes: Sequence[int], workdir, extra_flags=(), log=print) -> dict:
-    """Peak RSS (MiB) of one-step pre-training at each batch size, one subprocess each."""
-    out = {}
+    """Peak RSS (MiB) of one-step pre-training at each batch size, one subprocess each
+    (and the CPU seconds each took)."""
+    out, cpu = {}, {}
     for batch_size in batch_sizes:
         model_dir = os.path.join(workdir, f"memory-{batch_size}")
         args = [sys.executable, "-c", _MEMORY_SCRIPT, "--data=synthetic",
@@ -345,7 +391,9 @@ def bench_memory(config, batch_sizes: Sequence[int], workdir, extra_flags=(), lo
                 f"--depth_coefficient={config.depth_coefficient}", *extra_flags]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         started = time.perf_counter()
+        cpu_before = _children_cpu_seconds()
         proc = subprocess.run(args, capture_output=True, text=True, env=env)
+        cpu[str(batch_size)] = _children_cpu_seconds() - cpu_before
         lines = [l for l in proc.stdout.splitlines() if l.startswith("MAX_RSS_KIB")]
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"memory run at batch {batch_size} failed (exit "
@@ -353,7 +401,14 @@ def bench_memory(config, batch_sizes: Sequence[int], workdir, extra_flags=(), lo
         out[str(batch_size)] = int(lines[-1].split()[1]) / 1024.0
         log(f"  peak RSS at batch {batch_size}: {out[str(batch_size)]:.0f} MiB "
             f"({time.perf_counter() - started:.0f} s)")
-    return {"peak_rss_mib": out}
+    return {"peak_rss_mib": out, "cpu_seconds": cpu}
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bench_tf_keras_floor(batch_size, steps, repeats, floor_seconds) -> dict:
@@ -383,15 +438,70 @@ def bench_tf_keras_floor(batch_size, steps, repeats, floor_seconds) -> dict:
 
 
 # ------------------------------------------------------------------------------- main
+def _process_age_seconds() -> Optional[float]:
+    """Seconds since this process started (Linux /proc), else None."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = float(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+class _Background:
+    """`fn()` in a thread (used for the memory subprocesses: they run while the main
+    process traces, which is single-threaded Python, and are waited for before any timed
+    round); its log lines are kept and printed when it is joined."""
+
+    def __init__(self, fn):
+        import threading
+
+        self.lines, self.result, self.error = [], None, None
+        self.started = time.perf_counter()
+        self.seconds = None
+
+        def target():
+            try:
+                self.result = fn(self.lines.append)
+            except BaseException as e:  # re-raised in join()
+                self.error = e
+            self.seconds = time.perf_counter() - self.started
+
+        self.thread = threading.Thread(target=target, name="bench-memory", daemon=True)
+        self.thread.start()
+
+    def join(self, log) -> float:
+        """Waits for it; logs its lines; returns the seconds spent waiting."""
+        started = time.perf_counter()
+        self.thread.join()
+        waited = time.perf_counter() - started
+        for line in self.lines:
+            log(line)
+        self.lines = []
+        if self.error is not None:
+            raise self.error
+        return waited
+
+
 def run_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
                   width_coefficient: float = 0.5, depth_coefficient: float = 0.5,
                   jit_compile: bool = False, mixed_precision: Optional[str] = None,
                   view_batching: str = "separate", parts: Sequence[str] = PARTS,
                   memory_batch_sizes: Optional[Sequence[int]] = None,
-                  compare_view_batching: bool = True, ablations: bool = True,
+                  compare_view_batching: bool = False, ablations: bool = True,
+                  memory_in_background: bool = True,
                   out: Optional[str] = None,
                   log: Callable = print) -> dict:
-    """Runs the benchmark parts; returns (and writes to `out` if given) the figures."""
+    """Runs the benchmark parts; returns (and writes to `out` if given) the figures.
+
+    With `memory_in_background` (and the step part on), the peak-RSS subprocesses run
+    while this process builds and traces the step variants, and are waited for before
+    the first timed round, so no timed figure runs beside them."""
+    age_at_start = _process_age_seconds()
+    started_perf = time.perf_counter()
+    cpu = {"start-up": time.process_time()}  # CPU seconds (user + sys) per part
     import keras
     import tensorflow as tf
 
@@ -419,38 +529,115 @@ def run_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},
         "parts": list(parts),
     }
+    # Wall time per part, in order; a part that ran beside another is marked so.
+    wall = {}
+    if age_at_start is not None:
+        wall["start-up (Python, TensorFlow import)"] = (
+            age_at_start + time.perf_counter() - started_perf)
+    skipped = []
+    if "step" in parts and not ablations:
+        skipped.append(("ablation steps clip, clip_frame, clip_pitch", "--ablations"))
+    if "step" in parts and not compare_view_batching:
+        skipped.append(("one 3B encoder call vs three (view batching)",
+                        "--compare_view_batching"))
+    for part in PARTS:
+        if part not in parts:
+            skipped.append((f"part '{part}'", f"--parts=...,{part}"))
+    sizes = list(memory_batch_sizes or (max(2, batch_size // 2), batch_size))
     workdir = tempfile.mkdtemp(prefix="msss-bench-")
+    memory = None
     try:
-        step = {}
+        if "memory" in parts and memory_in_background and "step" in parts:
+            log(f"peak memory: batch sizes {sizes}, in the background until the first "
+                "timed round")
+            memory = _Background(lambda mlog: bench_memory(config, sizes, workdir, log=mlog))
+        step, models = {}, {}
         if "step" in parts or "input" in parts or "embed" in parts:
             log(f"step: batch {batch_size}, {steps} steps x {repeats} rounds")
+            waited = {}
+
+            def before_timing():
+                if memory is not None:
+                    waited["seconds"] = memory.join(log)
+
+            t, c = time.perf_counter(), time.process_time()
             step = bench_step(config, batch_size, steps, repeats, jit_compile, mixed_precision,
-                              view_batching, compare_view_batching, ablations, log=log)
+                              view_batching, compare_view_batching, ablations, log=log,
+                              before_timing=before_timing, models_out=models)
+            total = time.perf_counter() - t
+            cpu["step"] = time.process_time() - c
+            timing = step["timed_rounds_seconds"]
+            wall[f"step: build, trace, warm up ({len(step['traces'])} step functions)"] = (
+                total - timing - waited.get("seconds", 0.0))
+            if memory is not None:
+                wall["step: wait for the memory runs"] = waited.get("seconds", 0.0)
+            wall["step: timed rounds"] = timing
             results["step"] = step
             results["step_overhead"] = step["step_overhead"]
+            t = time.perf_counter()
             results.update(bench_tf_keras_floor(batch_size, steps, repeats,
                                                 step["floor_seconds"])
                            if "step" in parts else {"floor_vs_tf_keras": "n/a"})
+            if results.get("tf_keras_floor_seconds", "n/a") != "n/a":
+                wall["tf_keras floor"] = time.perf_counter() - t
         if "input" in parts:
             log("input pipeline: TFRecord shards")
+            t, c = time.perf_counter(), time.process_time()
             results["input"] = bench_input(config, batch_size, steps, repeats, workdir,
                                            step_seconds=step.get("full_step_seconds"))
             results["input_headroom"] = results["input"]["input_headroom"]
+            shards = results["input"]["shards_seconds"]
+            wall["input: write TFRecord shards"] = shards
+            wall["input: pipeline rounds"] = time.perf_counter() - t - shards
+            cpu["input"] = time.process_time() - c
         if "embed" in parts:
             log("embedding throughput")
             from msss_tf.model import MSSSModel
 
-            keras.utils.set_random_seed(0)
-            results["embed"] = bench_embed(MSSSModel(config), workdir, repeats, log=log)
+            t, c = time.perf_counter(), time.process_time()
+            if "full" in models and mixed_precision is None:
+                model = models["full"]  # float32, the same encoder; its weights do not matter
+            else:
+                keras.utils.set_random_seed(0)
+                model = MSSSModel(config)
+            results["embed"] = bench_embed(model, workdir, repeats, log=log)
+            export = results["embed"]["export_seconds"]
+            wall["embed: export SavedModel + TFLite float32, int8"] = export
+            wall["embed: warm-up and rounds"] = time.perf_counter() - t - export
+            cpu["embed"] = time.process_time() - c
         if "memory" in parts:
-            sizes = list(memory_batch_sizes or (max(2, batch_size // 2), batch_size))
-            log(f"peak memory: batch sizes {sizes}")
-            results["memory"] = bench_memory(config, sizes, workdir, log=log)
+            if memory is None:
+                log(f"peak memory: batch sizes {sizes}")
+                t = time.perf_counter()
+                results["memory"] = bench_memory(config, sizes, workdir, log=log)
+                wall[f"memory: {len(sizes)} pre-training subprocesses"] = (
+                    time.perf_counter() - t)
+            else:
+                memory.join(log)  # already done: joined before the timed rounds
+                results["memory"] = memory.result
+                wall[f"memory: {len(sizes)} pre-training subprocesses (beside step warm-up)"
+                     ] = memory.seconds
     finally:
+        if memory is not None:
+            memory.thread.join()
         shutil.rmtree(workdir, ignore_errors=True)
     results["seconds"] = time.time() - started
+    total = (age_at_start or 0.0) + time.perf_counter() - started_perf
+    other = total - sum(v for k, v in wall.items() if "(beside" not in k)
+    if other > 0.05:
+        wall["other (set-up, tf_keras check, logging)"] = other
+    wall["total (process start to table)" if age_at_start is not None
+         else "total (bench start to table)"] = total
+    results["wall_seconds_per_part"] = wall
+    if "memory" in results:
+        cpu["memory (subprocesses)"] = sum(results["memory"]["cpu_seconds"].values())
+    cpu["total"] = time.process_time() + _children_cpu_seconds()
+    results["cpu_seconds_per_part"] = cpu
+    results["skipped"] = [f"{what}: {flag}" for what, flag in skipped]
     log("")
     log(format_table(results))
+    log("")
+    log(format_wall_table(results))
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         tmp = out + ".tmp"
@@ -524,7 +711,31 @@ def format_table(results: dict) -> str:
               f"{step.get('batch_size', '?') if step else '?'}"
               f"{'; XLA' if step and step['jit_compile'] else ''}"
               f"{'; ' + step['mixed_precision'] if step and step['mixed_precision'] != 'float32' else ''}")
-    return header + "\n" + "\n".join(lines)
+    text = header + "\n" + "\n".join(lines)
+    if results.get("skipped"):
+        text += "\nskipped (flag that turns it on):\n" + "\n".join(
+            f"  {item}" for item in results["skipped"])
+    return text
+
+
+def format_wall_table(results: dict) -> str:
+    """Where the benchmark's own wall time went, one row per part."""
+    wall = results.get("wall_seconds_per_part", {})
+    rows = [(name, f"{seconds:.0f} s") for name, seconds in wall.items()]
+    width = max([len(r[0]) for r in rows] + [len("part")])
+    lines = ["bench wall time per part", f"{'part'.ljust(width)}  wall",
+             f"{'-' * width}  -----"]
+    lines += [f"{name.ljust(width)}  {value}" for name, value in rows]
+    cpu = results.get("cpu_seconds_per_part")
+    if cpu:
+        lines.append("CPU seconds (user + sys, all threads; what a loaded machine does not "
+                     "change): " + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))
+    traces = results.get("step", {}).get("traces")
+    if traces:
+        lines.append("step traces: " + ", ".join(f"{k} {v}" for k, v in traces.items())
+                     + (" (each step function traced once)"
+                        if all(v == 1 for v in traces.values()) else " (RETRACED)"))
+    return "\n".join(lines)
 
 
 def finite_positive_numbers(obj, path="") -> list:

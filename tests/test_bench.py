@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from msss_tf.bench import finite_positive_numbers, format_table, run_benchmark
+from msss_tf.bench import (finite_positive_numbers, format_table, format_wall_table,
+                            run_benchmark)
 
 TINY = dict(batch_size=2, steps=1, repeats=1, width_coefficient=0.25, depth_coefficient=0.25)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +26,31 @@ def test_finite_positive_numbers_finds_bad_figures():
     assert set(paths) == {".b.c[1]", ".d", ".g"}
 
 
-@pytest.mark.slow  # two step tracings: 2-4 minutes on 2 cores, 14 under a load of 8
+def test_tables_show_targets_skipped_parts_and_wall_time_per_part():
+    """The printed tables, from a results dict (no TensorFlow run)."""
+    results = {
+        "date": "2026-11-26T00:00:00+00:00",
+        "encoder": {"width_coefficient": 0.5, "depth_coefficient": 0.5},
+        "step": {"batch_size": 16, "jit_compile": False, "mixed_precision": "float32",
+                 "step_seconds": {"floor": 0.4, "full": 0.42, "clip": 0.3, "frontend": 0.02},
+                 "step_overhead": 1.05, "ablation_vs_floor": {"clip": 0.75},
+                 "frontend_fraction_of_step": 0.05, "traces": {"floor": 1, "full": 1}},
+        "floor_vs_tf_keras": "n/a",
+        "input": {"input_headroom": 2.5, "pipeline_examples_per_second": 100.0,
+                  "step_examples_per_second": 40.0},
+        "skipped": ["one 3B encoder call vs three (view batching): --compare_view_batching"],
+        "wall_seconds_per_part": {"step: timed rounds": 12.3, "total (process start to table)": 200.0},
+    }
+    table = format_table(results)
+    assert "step_overhead" in table and "<= 1.1 ok" in table
+    assert "input_headroom" in table and ">= 3 MISSED" in table
+    assert "skipped" in table and "--compare_view_batching" in table
+    wall = format_wall_table(results)
+    assert "bench wall time per part" in wall and "12 s" in wall and "200 s" in wall
+    assert "traced once" in wall
+
+
+@pytest.mark.slow  # two step tracings: 1-2 minutes on 2 cores, more under load
 def test_bench_step_and_input_at_a_tiny_size(tmp_path):
     """The two headline ratios from one run: step vs the 3-pass floor, pipeline vs step."""
     out = tmp_path / "bench.json"
@@ -43,10 +68,13 @@ def test_bench_step_and_input_at_a_tiny_size(tmp_path):
         / figures["input"]["step_examples_per_second"])
     if importlib.util.find_spec("tf_keras") is None:
         assert figures["floor_vs_tf_keras"] == "n/a"
+    assert step["traces"] == {"floor": 1, "full": 1}  # the optimiser is built before tracing
+    assert "step: timed rounds" in figures["wall_seconds_per_part"]
     assert finite_positive_numbers(figures) == []
     table = "\n".join(lines)
     assert "step_overhead" in table and "<= 1.1" in table
     assert "input_headroom" in table and ">= 3" in table
+    assert "bench wall time per part" in table and "--compare_view_batching" in table
 
 
 @pytest.mark.slow  # every part: 6 step tracings, an export with int8, 2 subprocesses
@@ -55,7 +83,7 @@ def test_bench_cli_every_part(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.benchmark", "--batch_size=2", "--steps=1",
          "--repeats=1", "--width_coefficient=0.25", "--depth_coefficient=0.25",
-         "--memory_batch_sizes=2,4", f"--out={out}"],
+         "--memory_batch_sizes=2,4", "--compare_view_batching", f"--out={out}"],
         cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -68,6 +96,9 @@ def test_bench_cli_every_part(tmp_path):
     assert set(figures["embed"]["tflite_window_latency_seconds_1_thread"]) == {"float32", "int8"}
     assert set(figures["memory"]["peak_rss_mib"]) == {"2", "4"}
     assert "step_overhead" in proc.stdout and "peak RSS" in proc.stdout
+    assert all(n == 1 for n in figures["step"]["traces"].values()), figures["step"]["traces"]
+    assert figures["skipped"] == []
+    assert any("beside step warm-up" in k for k in figures["wall_seconds_per_part"])
 
 
 def test_bench_refuses_unknown_parts():
