@@ -40,6 +40,11 @@ class MSSSConfig:
     # data's after a short run, and probes use inference mode.
     batch_norm_momentum: float = 0.9
     frequency_pooling: str = "mean"  # "mean" (paper) | "max" (authors' code)
+    # "none" (paper) | "window_mean": the encoder first subtracts each input window's mean
+    # log-mel, so a gain change (an additive offset in log-mel) does not reach the network.
+    # Without it activations scale with the input level (quiet and loud windows ~600x apart
+    # at the top of a trained encoder), which static int8 ranges cannot hold.
+    input_normalization: str = "none"
 
     # --- Heads and similarity.
     embedding_dim: int = 512
@@ -123,6 +128,8 @@ class MSSSConfig:
             fail("drop_connect_rate", "must be in [0, 1)")
         if self.frequency_pooling not in ("mean", "max"):
             fail("frequency_pooling", "must be 'mean' or 'max'")
+        if self.input_normalization not in ("none", "window_mean"):
+            fail("input_normalization", "must be 'none' or 'window_mean'")
         if self.embedding_dim <= 0:
             fail("embedding_dim", "must be positive")
         if self.similarity not in ("bilinear", "cosine"):

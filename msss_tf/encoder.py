@@ -69,6 +69,22 @@ class FrequencyPooling(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="msss_tf")
+class WindowMeanSubtraction(layers.Layer):
+    """[batch, frames, n_mels] -> the same minus each row's mean over frames and bands.
+
+    Applied to one 0.96 s log-mel window (every path feeds the encoder single windows), it
+    removes the window's overall level: log(g * mel) = log g + log mel, so a gain change
+    does not reach the network (up to the log offset's floor).
+    """
+
+    def call(self, log_mel):
+        return log_mel - keras.ops.mean(log_mel, axis=(1, 2), keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def round_filters(filters, width_coefficient, divisor=8):
     """Scales a channel count by the width coefficient, rounded to a multiple of 8."""
     filters *= width_coefficient
@@ -188,7 +204,10 @@ def build_encoder(config: MSSSConfig, name="encoder") -> keras.Model:
     C is 1280 for B0. t' = frames // 32; 96 frames (0.96 s) give 3 frames.
     """
     log_mel = keras.Input(shape=(None, config.n_mels), name="log_mel")
-    image = layers.Reshape((-1, config.n_mels, 1), name="add_channel")(log_mel)
+    x = log_mel
+    if config.input_normalization == "window_mean":
+        x = WindowMeanSubtraction(name="window_mean_subtraction")(x)
+    image = layers.Reshape((-1, config.n_mels, 1), name="add_channel")(x)
     body = build_efficientnet_body(
         n_mels=config.n_mels,
         width_coefficient=config.width_coefficient,

@@ -264,3 +264,35 @@ def test_body_builder_width_gives_channel_count():
     body = build_efficientnet_body(n_mels=32, width_coefficient=0.25, depth_coefficient=0.25)
     assert tuple(body.output.shape)[-1] == round_filters(1280, 0.25) == 320
     assert tuple(body.input.shape) == (None, None, 32, 1)
+
+
+def test_window_mean_normalization_makes_the_encoder_gain_invariant(rng, tmp_path):
+    """input_normalization="window_mean": a gain change (a constant added to a window's
+    log-mel) leaves the output unchanged; without it the output moves. The layer survives
+    a .keras round trip."""
+    config = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25,
+                        input_normalization="window_mean")
+    keras.utils.set_random_seed(3)
+    normalized = build_encoder(config)
+    keras.utils.set_random_seed(3)
+    plain = build_encoder(MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25))
+    x = log_mel_like(rng, 3, 96)
+    louder = x + np.array([2.3, -4.6, 0.7], np.float32)[:, None, None]  # x10, /100, x2
+    for layer in (normalized, plain):  # running statistics away from init: a real regime
+        for _ in range(3):
+            layer(x, training=True)
+    out = keras.ops.convert_to_numpy(normalized(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalized(louder)), out,
+                               rtol=1e-4, atol=1e-4 * np.abs(out).max())
+    moved = np.abs(keras.ops.convert_to_numpy(plain(louder)) - keras.ops.convert_to_numpy(plain(x)))
+    assert moved.max() > 1e-2 * np.abs(keras.ops.convert_to_numpy(plain(x))).max()
+    path = str(tmp_path / "encoder.keras")
+    normalized.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(x)), out, rtol=1e-5,
+                               atol=1e-6 * np.abs(out).max())
+
+
+def test_input_normalization_is_validated():
+    with pytest.raises(ValueError, match="input_normalization"):
+        MSSSConfig(input_normalization="per_band")
