@@ -39,7 +39,8 @@ Figures (all in the JSON; the headline ratios under `step_overhead`, `input_head
   (40 ms hop, the nearest to HEAR's 50 ms that the exact tiling allows), for the Keras
   encoder, the exported SavedModel and the TFLite float32 and int8 files; the latency of
   one 0.96 s window through TFLite float32 and int8 on one thread.
-* peak RSS of `msss-tf pretrain` (one step) at two batch sizes, each in a subprocess.
+* peak RSS of `msss-tf pretrain` (one step) at two batch sizes, each in a subprocess
+  (its own VmHWM: ru_maxrss would include the parent benchmark's size, see below).
 * floor_vs_tf_keras: the floor of tf_keras's EfficientNet-B0 / ours ("n/a" unless
   tf_keras is installed; it is not a dependency).
 """
@@ -369,11 +370,19 @@ def bench_embed(model, workdir, repeats, num_clips=4, clip_seconds=10.0, latency
     return out
 
 
+# The peak is VmHWM, this process's own high-water mark: on Linux, ru_maxrss survives
+# exec, so a child started by a large parent reports at least the parent's size (the
+# benchmark's main process holds ~3 GB by the end of a run).
 _MEMORY_SCRIPT = """
 import resource, sys
 from msss_tf.cli import main
 rc = main(["msss-tf", "pretrain"] + sys.argv[1:])
-print("MAX_RSS_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+try:
+    with open("/proc/self/status") as f:
+        peak = [int(l.split()[1]) for l in f if l.startswith("VmHWM:")][0]
+except (OSError, IndexError, ValueError):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("MAX_RSS_KIB", peak, flush=True)
 sys.exit(rc)
 """
 
