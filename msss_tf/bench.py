@@ -1,10 +1,10 @@
 """`msss-tf bench`: how close each part of training and inference is to its floor.
 
 Defaults (batch 16, the demo's half-width, half-depth EfficientNet, 3 steps x 3 rounds,
-every part, the concatenated-views comparison off) keep a full run to a few minutes on 2
-CPU cores; `--width_coefficient=1 --depth_coefficient=1` measures EfficientNet-B0 (5 step
-tracings, an export and 2 pre-training subprocesses: budget 10-20 minutes on 2 cores; use
-`--parts=step,input` for the ratios alone). The output ends with the benchmark's own wall
+every part, the concatenated-views comparison off) took 7 minutes on 2 shared CPU cores
+(2026-11-26, load ~3); `--width_coefficient=1 --depth_coefficient=1` measures
+EfficientNet-B0 (the same 5 step tracings, an export and 2 pre-training subprocesses, each
+larger: not timed end to end on 2 cores; use `--parts=step,input` for the ratios alone). The output ends with the benchmark's own wall
 time per part and lists what was skipped with the flag that turns it on.
 
 Where the time goes: tracing dominates (each step function is a graph of ~20k ops:
