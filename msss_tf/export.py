@@ -24,10 +24,12 @@ cosine of 0.72 (dynamic_int8) and 0.09 (int8). `tf.lite.experimental.Quantizatio
 shows every layer quantised as well as int8 can (RMSE / scale ~0.3, no outlier op), yet
 the error grows block by block: its batch-norm moving statistics lag its weights, so in
 inference mode activations grow ~2x per block, and int8 rounding of the stem's 144
-weights alone costs 0.24 of cosine. With its moving statistics re-estimated on the
-corpus the same encoder outputs ~8 and is ~100x less sensitive: the cure belongs to
-training (moving statistics that have caught up), not to the export. Measured on that
-encoder (16 held-out windows; sizes in bytes):
+weights alone costs 0.24 of cosine. Re-estimating its moving statistics after training
+did not rescue int8 (0.14) nor change its probes; training with
+`input_normalization="window_mean"` (the input level removed first) brought the output
+scale from ~820 to 77 and dynamic_int8 to 0.998 with 7 of 12 blocks float, 1.15 MB
+(WORKSPACE.md, Open findings). Measured on the paper-faithful encoder (16 held-out
+windows; sizes in bytes):
 
     variant        before (all quantised)        after (selected)
     float32        2,728,976  min cos 0.99999    unchanged
@@ -637,17 +639,8 @@ def _log_mel_kept_float(frontend, waveform):
 
 
 # --------------------------------------------------------- selective quantisation
-# A briefly trained encoder can be far more sensitive to rounding than an untrained or a
-# well-converged one. Measured on the demo's encoder (x0.5, 200 steps at lr 1e-3): its
-# batch-norm moving statistics lag the fast-moving weights, so in inference mode the
-# activations grow about 1.5-2x per block (log-mel ~14 -> top ~2000, frames ~820) and a
-# perturbation of the log-mel at 60 dB SNR alone brings the frames' cosine to 0.95.
-# int8 rounding of the 144 weights of the stem convolution alone gives 0.76. Every layer
-# quantises as well as int8 can (QuantizationDebugger: RMSE / scale ~0.3 everywhere) and
-# no op or outlier channel stands out: the early blocks amplify whatever error they get.
-# So the quantised variants keep the first blocks of the encoder (where few of the
-# weights are) float and quantise the rest, and `convert_window_tflite` chooses how
-# many blocks by measuring the cosine to float on held-out windows.
+# Why the first encoder blocks may stay float, and the measurements: the module
+# docstring. The early blocks amplify whatever error they get, and hold few weights.
 
 _BLOCK_PATTERN = re.compile(r"(?:^|/)(stem|top|block\d+[a-z])_")
 
@@ -861,10 +854,14 @@ def _min_cosine(content: bytes, windows: np.ndarray, reference: np.ndarray) -> f
 
     runner = Interpreter(model_content=content).get_signature_runner()
     got = np.stack([runner(waveform=w[None])["frames"][0] for w in windows])
-    a, b = got.reshape(-1, got.shape[-1]), reference.reshape(-1, reference.shape[-1])
-    cos = np.sum(a * b, -1) / np.maximum(
+    return float(_frame_cosines(got, reference).min())
+
+
+def _frame_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each frame vector (last axis) of `a` to `b`, flattened."""
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return np.sum(a * b, -1) / np.maximum(
         np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)
-    return float(cos.min())
 
 
 def _int8_builder(embedder: Embedder, windows: np.ndarray):
@@ -931,9 +928,7 @@ def tflite_parity(path: str, embedder: Embedder, windows: np.ndarray,
     runner = TFLiteEmbedder(path, config=embedder.config, num_threads=num_threads)
     ref = embedder.window_frames_tf(tf.constant(windows, tf.float32)).numpy()
     got = np.stack([runner.window(w)[1] for w in windows])
-    ref2, got2 = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
-    cos = np.sum(ref2 * got2, -1) / np.maximum(
-        np.linalg.norm(ref2, axis=-1) * np.linalg.norm(got2, axis=-1), 1e-30)
+    cos = _frame_cosines(got, ref)
     return {"windows": int(len(windows)),
             "max_abs_diff": float(np.abs(got - ref).max()),
             "output_scale": float(np.abs(ref).max()),

@@ -501,11 +501,7 @@ def machine_info() -> dict:
                     break
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {"cpu_model": model, "cpu_cores": usable, "cpu_count": os.cpu_count(),
+    return {"cpu_model": model, "cpu_cores": _usable_cores(), "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version()}
 
 
@@ -554,9 +550,16 @@ def _worker_run(key: str, seed: int, budget: Budget, task_names: Tuple[str, ...]
     cache_key = (budget.name, budget.task_scale, task_names, data_dir)
     if cache_key not in _WORKER_TASKS:
         _WORKER_TASKS[cache_key] = load_tasks(list(task_names), budget, data_dir)
-    result = run_one(CONFIG_BY_KEY[key], seed, budget, _WORKER_TASKS[cache_key], out_dir)
+    return _run_and_release(CONFIG_BY_KEY[key], seed, budget, _WORKER_TASKS[cache_key],
+                            out_dir)
+
+
+def _run_and_release(configuration: Configuration, seed: int, budget: Budget, tasks,
+                     out_dir: str) -> dict:
+    """`run_one`, then the finished run's models freed (Keras session, garbage)."""
     import keras
 
+    result = run_one(configuration, seed, budget, tasks, out_dir)
     keras.backend.clear_session()
     gc.collect()
     return result
@@ -614,8 +617,6 @@ def run_study(out_dir: str, budget: Budget, seeds: int = 3,
 
     Returns the study record (study.json's content).
     """
-    import keras
-
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     chosen = select_configurations(configs)
@@ -655,10 +656,13 @@ def run_study(out_dir: str, budget: Budget, seeds: int = 3,
     started = time.time()
     done_seconds: Dict[str, List[float]] = {}
 
+    finished_runs = set()
+
     def finished(i, configuration, seed, result):
         done_seconds.setdefault(configuration.kind, []).append(result["seconds"])
+        finished_runs.add((configuration.key, seed))
         elapsed = time.time() - started
-        remaining = [c for c, s in pending if read_run_result(out_dir, c.key, s) is None]
+        remaining = [c for c, s in pending if (c.key, s) not in finished_runs]
         eta = _eta(remaining, done_seconds)
         scores = ", ".join(f"{r['task']} {r['metric']} {r['value']:.3f}"
                            for r in result["rows"] if r["split"] == "test")
@@ -677,10 +681,8 @@ def run_study(out_dir: str, budget: Budget, seeds: int = 3,
     if jobs == 1:
         for i, (configuration, seed) in enumerate(pending):
             print(f"[{i + 1}/{len(pending)}] {configuration.label}, seed {seed} ...", flush=True)
-            result = run_one(configuration, seed, budget, task_list, out_dir)
+            result = _run_and_release(configuration, seed, budget, task_list, out_dir)
             finished(i + 1, configuration, seed, result)
-            keras.backend.clear_session()  # models of finished runs: free them
-            gc.collect()
     elif pending:
         _run_in_workers(pending, budget, [t.name for t in task_list], data_dir, out_dir,
                         jobs, finished)
