@@ -380,6 +380,11 @@ def run_demo(fv):
         # pitch 0.26 / 0.28, events 0.30 / 0.32, against 0.39 / 0.15 / 0.18 without it
         # (seed 0); float32 TFLite within 1e-4 of Keras (2.9e-3 without). WORKSPACE.md.
         input_normalization="window_mean",
+        # log(mel + 1e-3), YAMNet's offset, instead of 1e-6: zero padding (clip edges) and
+        # digital silence then sit at -6.9, near the quietest real bins, not at -13.8, where
+        # they made the encoder's frames up to ~100x larger than on any unpadded window
+        # (WORKSPACE.md, Open findings); probes unchanged within noise.
+        log_offset=1e-3,
         width_coefficient=fv.width_coefficient,
         depth_coefficient=fv.depth_coefficient,
         seed=fv.seed,
