@@ -18,36 +18,27 @@ variants; the log-mel front end is float32 in all of them:
 How many leading blocks (stem, each MBConv block, top) stay float is chosen per export
 (`convert_window_tflite_info`): the fewest for which the frames keep a min cosine
 >= 0.995 to float on held-out windows (a bisection: up to ~log2(blocks) + 2 conversions).
-Why: a briefly trained encoder amplifies rounding error. On the demo's encoder (x0.5,
-200 steps at lr 1e-3, frames up to ~820) the conversion without selection kept a min
-cosine of 0.72 (dynamic_int8) and 0.09 (int8). `tf.lite.experimental.QuantizationDebugger`
-shows every layer quantised as well as int8 can (RMSE / scale ~0.3, no outlier op), yet
-the error grows block by block: its batch-norm moving statistics lag its weights, so in
-inference mode activations grow ~2x per block, and int8 rounding of the stem's 144
-weights alone costs 0.24 of cosine. Re-estimating its moving statistics after training
-did not rescue int8 (0.14) nor change its probes; training with
-`input_normalization="window_mean"` (the input level removed first) brought the output
-scale from ~820 to 77 and dynamic_int8 to 0.998 with 7 of 12 blocks float, 1.15 MB
-(WORKSPACE.md, Open findings). Measured on the paper-faithful encoder (16 held-out
-windows; sizes in bytes):
+Why: a briefly trained encoder amplifies small errors. On the demo's encoder (x0.5, 200
+steps at lr 1e-3) Gaussian noise of std 0.03 on the log-mel alone costs 0.005 of cosine,
+and the int8 rounding of each layer adds up block by block
+(`tf.lite.experimental.QuantizationDebugger`: RMSE / scale ~0.3 everywhere, no outlier op).
+dynamic_int8 quantises weights only (and each activation on the fly, per row), so a few
+float leading blocks recover it (min cosine >= 0.995 on every demo encoder measured).
 
-    variant        before (all quantised)        after (selected)
-    float32        2,728,976  min cos 0.99999    unchanged
-    dynamic_int8     926,328  min cos 0.72       2,479,456  min cos 0.99996
-    int8           1,034,424  min cos 0.09       1,034,448  min cos 0.09 (warns)
-
-dynamic_int8 keeps all but the top block float on it (block7a too gave 0.992 on the
-selection windows, below the 0.995 target): 91 % of float32's size, 2.7x the old file.
-The tests' untrained, perturbed encoder keeps none float (a well-converged trained one
-was not measured).
-
-Static int8 cannot hold that encoder at all: its activations on quiet and on loud windows
-are up to ~600x apart (beyond int8's range at any useful resolution; the quiet windows'
-frames round to 0 even with the whole encoder float and only the pooled outputs int8).
-The export then keeps the all-int8 file, warns and records ``meets_target: false`` in
-export_summary.json: use dynamic_int8 there. (A 16x8 variant, int16 activations, would
-be the next step; `mlir_quantize` with deny-listed nodes produced int16 models that
-LiteRT refuses to run, so it is not offered.)
+Static int8 has a second problem: one range per tensor, for every window. With
+``log_offset=1e-6`` (the library default), a window with zero padding (the clip edges
+that scene and timestamp windows cover) or digital silence holds log(1e-6) = -13.8
+regions, ~8 below the quietest real bin, and the encoder's frames on it are up to ~100x
+those on unpadded windows. Ranges that hold those leave ordinary windows a few levels:
+min cosine 0.12, and 0.73 with the whole encoder float and only its input and pooled
+outputs int8 (calibrating on unpadded windows only: 0.96 on those, 0.23 on padded ones).
+``log_offset=1e-3`` (the demo's) shrinks that gap to 2.5-4x and lifts int8 to 0.71-0.84, still
+short of the target: the export then keeps the all-int8 file, warns and records
+``meets_target: false`` in export_summary.json; ship dynamic_int8. Quantisation-aware
+training is what would close it (tfmot does not support Keras 3). Int16 activations
+(16x8) do not either: 0.94 min cosine on the encoder alone, and the legacy quantiser
+behind them has no deny-list to keep the front end float (0.28 with it quantised).
+Measurements: WORKSPACE.md, Open findings.
 """
 
 from __future__ import annotations
