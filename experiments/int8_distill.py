@@ -15,11 +15,15 @@ exactly as `msss-tf export` does (calibrated on the same windows, nothing kept f
 the real file is compared with the *original* float encoder on held-out windows.
 
 Measured 2026-11-26 on the demo's encoder (x0.5, 200 steps, window_mean, log_offset 1e-3,
-seed 0): the simulation predicts the real file (0.840 vs 0.838 min cosine before);
-600 steps at lr 1e-4 lift the real int8 file to 0.895 and plateau (lr 1e-3: 0.80). The
-ranges, not the weights, are the limit: the converter's min/max must hold the padded
-windows, and int8 rounding of the encoder's input alone costs 0.006 of cosine. Learned
-ranges would need a conversion path that reads fake-quant nodes, not calibration.
+seed 0): the simulation loses what the real file loses (0.840 vs 0.838 min cosine before;
+on the tests' stale-BN encoder 0.594 vs 0.600 mean), but not frame for frame (the two
+roundings differ in detail, and this network amplifies any difference);
+600 steps at lr 1e-4 lift the real int8 file to 0.895 and plateau (lr 1e-3: 0.80). Likely
+limits (not separated): the copy learns robustness to its own rounding, not to the
+converter's; the converter's min/max ranges must hold the padded windows; and int8
+rounding of the encoder's input alone costs 0.006 of cosine. A conversion path that reads
+trained fake-quant nodes (exact ranges and rounding) instead of calibrating is the untried
+next step.
 """
 
 from __future__ import annotations
