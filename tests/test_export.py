@@ -526,7 +526,7 @@ def test_int8_warns_when_static_ranges_cannot_hold_the_encoder(stale_embedder):
 
 
 @pytest.mark.slow  # a calibration and a quantisation: ~30 s on 2 shared cores
-def test_int8_distill_simulates_the_real_int8_file(stale_embedder):
+def test_int8_distill_simulates_the_real_int8_file(stale_embedder, monkeypatch):
     """experiments/int8_distill.py trains a fake-quantised copy of the encoder; that only
     means something if the copy loses what the real int8 file loses. On the stale-BN
     encoder (int8 far from float) its cosine to float must match the real file's (weights
@@ -537,7 +537,7 @@ def test_int8_distill_simulates_the_real_int8_file(stale_embedder):
 
     from msss_tf.export import _int8_builder, representative_windows
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    monkeypatch.syspath_prepend(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from experiments.int8_distill import build_student
 
     embedder = stale_embedder
