@@ -383,7 +383,8 @@ def run_demo(fv):
         # log(mel + 1e-3), YAMNet's offset, instead of 1e-6: zero padding (clip edges) and
         # digital silence then sit at -6.9, near the quietest real bins, not at -13.8, where
         # they made the encoder's frames up to ~100x larger than on any unpadded window
-        # (WORKSPACE.md, Open findings); probes unchanged within noise.
+        # (WORKSPACE.md, Open findings). Probes: seed 0 level (scene 0.60, events 0.28),
+        # seed 1 higher on pitch, chroma and events; dynamic_int8 needs 4 float blocks, not 7.
         log_offset=1e-3,
         width_coefficient=fv.width_coefficient,
         depth_coefficient=fv.depth_coefficient,
