@@ -68,6 +68,7 @@ class MSSSConfig:
     learning_rate: float = 1e-4  # paper 1e-4 at batch 1024; COLA 1e-3 at batch 64
     weight_decay: float = 0.0  # adamw only
     clipnorm: float = 0.0  # 0: no gradient clipping
+    warmup_steps: int = 0  # linear learning-rate warm-up over these steps (0: none)
     batch_size: int = 1024
     seed: int = 0
 
@@ -165,6 +166,9 @@ class MSSSConfig:
             fail("weight_decay", "must be >= 0")
         if self.clipnorm < 0:
             fail("clipnorm", "must be >= 0")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
+                or self.warmup_steps < 0:
+            fail("warmup_steps", "must be an integer >= 0")
         if self.batch_size < 2 and "clip" in self.losses:
             fail("batch_size", "must be >= 2: the clip loss needs in-batch negatives")
         if self.batch_size < 1:

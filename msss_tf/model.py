@@ -66,8 +66,20 @@ def build_encoder_with_policy(config: MSSSConfig, mixed_precision=None) -> keras
         keras.config.set_dtype_policy(previous)
 
 
+def learning_rate(config: MSSSConfig):
+    """`config.learning_rate`, or with `warmup_steps` a schedule that rises linearly from
+    learning_rate / warmup_steps at step 0 to learning_rate at step warmup_steps and stays
+    there (Keras's `CosineDecay` warm-up with no decay: alpha = 1). It lives in the
+    optimiser's config, so a resumed run continues the schedule at its step."""
+    if not config.warmup_steps:
+        return config.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        config.learning_rate / config.warmup_steps, decay_steps=1, alpha=1.0,
+        warmup_target=config.learning_rate, warmup_steps=config.warmup_steps)
+
+
 def _build_optimizer(config: MSSSConfig) -> keras.optimizers.Optimizer:
-    kwargs = {"learning_rate": config.learning_rate}
+    kwargs = {"learning_rate": learning_rate(config)}
     if config.clipnorm > 0:
         kwargs["clipnorm"] = config.clipnorm
     if config.optimizer == "adam":

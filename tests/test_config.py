@@ -52,6 +52,8 @@ def test_needs_shifted_view():
         ({"batch_size": 1}, "batch_size"),
         ({"learning_rate": -1.0}, "learning_rate"),
         ({"pitch_target": "cents"}, "pitch_target"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"warmup_steps": 2.5}, "warmup_steps"),
     ],
 )
 def test_contradictions_name_the_field(changes, field):

@@ -282,3 +282,29 @@ def test_xla_train_step_agrees_with_the_plain_step():
     assert np.linalg.norm(update_ref) > 0
     relative = np.linalg.norm(update_xla - update_ref) / np.linalg.norm(update_ref)
     assert relative < 1e-3, relative
+
+
+def test_warmup_rises_linearly_then_holds_and_survives_a_round_trip(tmp_path):
+    """warmup_steps: learning rate lr / N at step 0, rising linearly to lr at step N and
+    held there; the schedule is part of the saved model, so a reloaded one continues it
+    at its step rather than restarting (or jumping to lr)."""
+    config = small_config(warmup_steps=10, learning_rate=1e-3)
+    optimizer = build_optimizer(config)
+    schedule = optimizer._learning_rate
+    rates = [float(schedule(step)) for step in (0, 5, 9, 10, 11, 1000)]
+    np.testing.assert_allclose(rates, [1e-4, 5.5e-4, 9.1e-4, 1e-3, 1e-3, 1e-3], rtol=1e-5)
+    plain = build_optimizer(small_config())  # warmup_steps=0: a constant rate
+    assert not isinstance(plain._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+    assert float(plain.learning_rate) == pytest.approx(1e-3)
+
+    model = MSSSModel(config)
+    model.compile(optimizer=optimizer)
+    model.fit(tf.data.Dataset.from_tensors(random_batch(config)).repeat(3), epochs=1,
+              verbose=0)
+    assert int(model.optimizer.iterations) == 3
+    assert float(model.optimizer.learning_rate) == pytest.approx(3.7e-4, rel=1e-5)
+    path = str(tmp_path / "warm.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert int(restored.optimizer.iterations) == 3
+    assert float(restored.optimizer.learning_rate) == pytest.approx(3.7e-4, rel=1e-5)
