@@ -375,16 +375,12 @@ def run_demo(fv):
         # Semitones scale L_pitch to ~1-4 next to L_clip ~2-3; the authors' rho - 1
         # target gives ~0.01-0.05, and at the demo's few hundred steps it barely trains.
         pitch_target="semitones",
-        # Each window's mean log-mel removed before the encoder (gain invariance; off in
-        # the paper). Measured at the demo's settings, seeds 0 / 1: probes scene 0.55 / 0.45,
-        # pitch 0.26 / 0.28, events 0.30 / 0.32, against 0.39 / 0.15 / 0.18 without it
-        # (seed 0); float32 TFLite within 1e-4 of Keras (2.9e-3 without). WORKSPACE.md.
+        # Two departures from the paper's front end, both for deployment and both better
+        # on every probe in a 3-seed study (docs/results.md; WORKSPACE.md, Open findings):
+        # each window's mean log-mel removed first (the input level no longer reaches the
+        # network), and log(mel + 1e-3), YAMNet's offset, so zero padding and digital
+        # silence sit near the quietest real bins instead of blowing up the activations.
         input_normalization="window_mean",
-        # log(mel + 1e-3), YAMNet's offset, instead of 1e-6: zero padding (clip edges) and
-        # digital silence then sit at -6.9, near the quietest real bins, not at -13.8, where
-        # they made the encoder's frames up to ~100x larger than on any unpadded window
-        # (WORKSPACE.md, Open findings). Probes: seed 0 level (scene 0.60, events 0.28),
-        # seed 1 higher on pitch, chroma and events; dynamic_int8 needs 4 float blocks, not 7.
         log_offset=1e-3,
         width_coefficient=fv.width_coefficient,
         depth_coefficient=fv.depth_coefficient,
