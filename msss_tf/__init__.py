@@ -3,32 +3,45 @@
 Keras 3 / TensorFlow implementation of the ICASSP 2022 method: an EfficientNet-B0
 encoder over log-mel patches trained with COLA's clip-level contrastive loss, a
 frame-level contrastive loss and a pitch-shift regression loss.
+
+The public names below are imported on first use (PEP 562), so that `import msss_tf`
+(and the `msss-tf` command, which lives in this package) does not load TensorFlow
+before it is needed: flags are checked in a fraction of a second.
 """
 
-from msss_tf.config import MSSSConfig
-from msss_tf.encoder import FrequencyPooling, build_encoder
-from msss_tf.frontend import LogMelFrontEnd, PitchShift
-from msss_tf.heads import ClipHead, FrameHead, PitchHead
-from msss_tf.losses import ClipContrastiveLoss, FrameContrastiveLoss, PitchShiftLoss
-from msss_tf.model import MSSSModel, build_optimizer
-from msss_tf.similarity import BilinearSimilarity, CosineSimilarity
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BilinearSimilarity",
-    "ClipContrastiveLoss",
-    "ClipHead",
-    "CosineSimilarity",
-    "FrameContrastiveLoss",
-    "FrameHead",
-    "FrequencyPooling",
-    "LogMelFrontEnd",
-    "MSSSConfig",
-    "MSSSModel",
-    "PitchHead",
-    "PitchShift",
-    "PitchShiftLoss",
-    "build_encoder",
-    "build_optimizer",
-]
+_PUBLIC = {
+    "BilinearSimilarity": "msss_tf.similarity",
+    "ClipContrastiveLoss": "msss_tf.losses",
+    "ClipHead": "msss_tf.heads",
+    "CosineSimilarity": "msss_tf.similarity",
+    "FrameContrastiveLoss": "msss_tf.losses",
+    "FrameHead": "msss_tf.heads",
+    "FrequencyPooling": "msss_tf.encoder",
+    "LogMelFrontEnd": "msss_tf.frontend",
+    "MSSSConfig": "msss_tf.config",
+    "MSSSModel": "msss_tf.model",
+    "PitchHead": "msss_tf.heads",
+    "PitchShift": "msss_tf.frontend",
+    "PitchShiftLoss": "msss_tf.losses",
+    "build_encoder": "msss_tf.encoder",
+    "build_optimizer": "msss_tf.model",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'msss_tf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -553,6 +553,10 @@ def run_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
         if part not in parts:
             skipped.append((f"part '{part}'", f"--parts=...,{part}"))
     sizes = list(memory_batch_sizes or (max(2, batch_size // 2), batch_size))
+    if "embed" in parts:  # before minutes of step timing, not after
+        from msss_tf.packages import require_modules
+
+        require_modules(("ai_edge_litert",), "msss-tf bench (part 'embed': TFLite latency)")
     workdir = tempfile.mkdtemp(prefix="msss-bench-")
     memory = None
     try:

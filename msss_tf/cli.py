@@ -20,10 +20,38 @@ import textwrap
 
 from absl import flags
 
-# Quiet TensorFlow's C++ start-up and converter logs on the console (set it to 0 to see them).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from msss_tf.packages import MissingPackageError, require_modules
 
 USAGE = __doc__
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with its C++ start-up lines (oneDNN, cudart_stub, cuInit, CPU
+    features) kept off the console; they are printed anyway if the import fails.
+
+    TF 2.21 writes them to file descriptor 2 before its log level is read, so
+    TF_CPP_MIN_LOG_LEVEL alone cannot hide them: the descriptor is pointed at a temporary
+    file for the import and the first device query.
+    """
+    import tempfile
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the later converter/runtime logs
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 # ----------------------------------------------------------------------------- flags
@@ -114,8 +142,9 @@ def config_from_flags(fv: flags.FlagValues, base=None):
 
 
 def _define_prepare(fv):
-    flags.DEFINE_string("audio_dir", None, "Folder tree of audio files (WAV, FLAC, OGG, AIFF; "
-                        "any sample rate and channel count).", flag_values=fv)
+    flags.DEFINE_string("audio_dir", None, "Folder tree of audio files (WAV, FLAC, OGG/Opus, "
+                        "AIFF, MP3: what libsndfile reads; any sample rate and channel "
+                        "count; symlinked folders are followed).", flag_values=fv)
     flags.DEFINE_string("out_dir", None, "Where the TFRecord shards and manifest.json go.",
                         flag_values=fv)
     flags.DEFINE_integer("num_shards", None, "Number of shards (default: by size, ~150 MB each).",
@@ -439,13 +468,17 @@ def run_embed(fv, files=()):
     from msss_tf.hear import load_embedder
 
     _require(fv, "model", "out")
-    paths = []
+    paths, unsupported = [], []
     for item in files:
-        paths.extend(find_audio_files(item) if os.path.isdir(item) else [item])
+        paths.extend(find_audio_files(item, unsupported) if os.path.isdir(item) else [item])
+    skipped = [f"{path}: unsupported_format (libsndfile cannot read this format here)"
+               for path in unsupported]
+    for line in skipped:
+        print(f"skipped {line}")
     if not paths:
         raise UsageError("no audio files given: msss-tf embed --model=M --out=F.npz FILE...")
     embedder = load_embedder(fv.model)
-    ids, scenes, stamps, embs, skipped = [], [], [], [], []
+    ids, scenes, stamps, embs = [], [], [], []
     bar = keras.utils.Progbar(len(paths), unit_name="file") if len(paths) > 10 else None
     for i, path in enumerate(paths):
         try:
@@ -495,6 +528,16 @@ COMMANDS = {
 }
 
 
+# Flags each job cannot start without, checked before TensorFlow is imported.
+REQUIRED_FLAGS = {
+    "prepare": ("audio_dir", "out_dir"),
+    "pretrain": ("model_dir",),
+    "probe": ("model_dir", "task", "out_dir"),
+    "export": ("model_dir", "export_dir"),
+    "embed": ("model", "out"),
+}
+
+
 def _require(fv, *names):
     missing = [f"--{n}" for n in names if not fv[n].value]
     if missing:
@@ -519,6 +562,33 @@ class UsageError(Exception):
     pass
 
 
+# The packages each job imports beyond the core (all in install_requires: these checks
+# catch a broken environment in the first second, not minutes into the job).
+_EVENT_TASK_HINTS = ("event", "dcase")
+
+
+def check_packages(command, fv) -> None:
+    """Raises MissingPackageError before `command` starts if a package it needs is absent."""
+    needs = []
+    if command == "demo":
+        needs += ["sed_eval", "dcase_util"]  # the events probe
+        if fv.export_dir:
+            needs.append("ai_edge_litert")  # the float32 TFLite export
+    elif command == "probe":
+        tasks = list(fv.task or ())
+        # Built-in event tasks by name; HEAR folders are checked once their metadata is read.
+        if any(h in t.lower() for t in tasks for h in _EVENT_TASK_HINTS):
+            needs += ["sed_eval", "dcase_util"]
+    elif command == "export":
+        if [v for v in fv.tflite if v]:
+            needs.append("ai_edge_litert")
+    elif command == "bench":
+        if "embed" in fv.parts:
+            needs.append("ai_edge_litert")
+    if needs:
+        require_modules(needs, f"msss-tf {command}")
+
+
 def _usage():
     lines = [USAGE.strip(), "", "Subcommands:"]
     lines += [f"  {name:<10}{doc}" for name, (_, _, doc) in COMMANDS.items()]
@@ -538,6 +608,9 @@ def main(argv=None) -> int:
     fv = flags.FlagValues()
     define(fv)
     flags.DEFINE_boolean("help", False, "Show this help.", flag_values=fv, short_name="h")
+    flags.DEFINE_boolean("verbose", False, "Show TensorFlow's start-up and C++ log lines "
+                         "(also shown when TF_CPP_MIN_LOG_LEVEL is set to 0 or 1).",
+                         flag_values=fv)
     try:
         positional = fv(argv[1:])[1:]  # the first item plays the program name
     except flags.Error as e:
@@ -548,8 +621,16 @@ def main(argv=None) -> int:
         print(textwrap.indent(fv.get_help(include_special_flags=False), ""))
         return 0
     try:
+        _require(fv, *REQUIRED_FLAGS.get(command, ()))
+        check_packages(command, fv)
+    except (UsageError, MissingPackageError) as e:
+        print(f"msss-tf {command}: error: {e}", file=sys.stderr)
+        return 2
+    if not (fv.verbose or os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1")):
+        _import_tensorflow_quietly()
+    try:
         return run(fv, positional) if command == "embed" else run(fv)
-    except (UsageError, ValueError, FileNotFoundError) as e:
+    except (UsageError, ValueError, FileNotFoundError, MissingPackageError) as e:
         print(f"msss-tf {command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -38,6 +38,11 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
              export_dir: str = "saved_models", probe_epochs: int = 100):
     from msss_tf.embed import Embedder
     from msss_tf.probe import ProbeSettings, run_probes
+    from msss_tf.packages import require_modules
+
+    # Before minutes of pre-training: the events probe and the TFLite export need these.
+    require_modules(("sed_eval", "dcase_util") + (("ai_edge_litert",) if export_dir else ()),
+                    "msss-tf demo")
 
     print(f"[1/4] pre-training on the built-in synthetic corpus ({synthetic_clips} clips): "
           f"{train_steps} steps of batch {config.batch_size}, losses {'+'.join(config.losses)}, "

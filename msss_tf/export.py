@@ -336,6 +336,10 @@ def export_encoder(model_or_path, export_base: str, version: Optional[int] = Non
         raise FileExistsError(
             f"{export_dir} exists: version {version} is already exported; pass "
             f"overwrite=True (--overwrite) to replace it, or choose another version")
+    if tflite:  # the conversion checks each file with the LiteRT interpreter
+        from msss_tf.packages import require_modules
+
+        require_modules(("ai_edge_litert",), f"the TFLite export ({', '.join(tflite)})")
     started = time.time()
     embedder, run_config, source = _as_embedder(model_or_path, hop_ms=hop_ms)
 

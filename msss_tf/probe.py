@@ -364,7 +364,12 @@ def run_probes(model, tasks, settings: ProbeSettings, out_dir: str, data_dir=Non
     else:
         embedder = Embedder.from_path(model)
         name = encoder_name or os.path.basename(os.path.normpath(model))
+    from msss_tf.packages import require_modules
+
     loaded = [load_task(t, data_dir=data_dir) for t in tasks]  # fail early on a bad name
+    events = [t.name for t in loaded if t.kind == "event"]
+    if events:  # before any embedding: the event metric is sed_eval's
+        require_modules(("sed_eval", "dcase_util"), f"probing {', '.join(events)}")
     rows, exports, results = [], {}, {}
     for task in loaded:
         print(f"probing {task.name} ({task.kind}, {len(task.label_names)} classes) "
@@ -380,7 +385,9 @@ def run_probes(model, tasks, settings: ProbeSettings, out_dir: str, data_dir=Non
             exports[task.name] = export_probe(embedder, result.probe, task.label_names,
                                               task.kind, path)
             print(f"  exported {path}")
-    paths = write_results(rows, out_dir)
+        paths = write_results(rows, out_dir)  # after every task: a later failure keeps these
+    if not loaded:
+        paths = write_results(rows, out_dir)
     if print_table:
         print("\n" + format_results_table(rows))
         print(f"results: {paths['json']} and {paths['csv']}")

@@ -29,6 +29,7 @@ from msss_tf.data import (
     tfrecord_dataset,
     write_corpus_as_wav,
 )
+from msss_tf.data.pipeline import check_audio_folder
 
 SR = 16000
 SEGMENT = MSSSConfig().segment_samples  # 15600
@@ -157,26 +158,35 @@ def test_audio_error_message_and_pickling(tmp_path):
 # ------------------------------------------------------------------- find_audio_files
 def test_find_audio_files(tmp_path):
     for name in ["b.wav", "a.WAV", "sub/c.Flac", "sub/deeper/d.ogg", "sub/e.aif", "f.AIFF",
-                 "g.oga", "notes.txt", "h.wav.bak", "sub/i.mp4"]:
+                 "g.oga", "notes.txt", "h.wav.bak", "sub/i.mp4", "j.MP3", "k.opus", "l.m4a"]:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    found = [os.path.relpath(p, tmp_path) for p in find_audio_files(str(tmp_path))]
-    assert found == sorted(["a.WAV", "b.wav", "f.AIFF", "g.oga", "sub/c.Flac",
-                            "sub/deeper/d.ogg", "sub/e.aif"])
-    assert set(AUDIO_EXTENSIONS) == {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff"}
+    unsupported = []
+    found = [os.path.relpath(p, tmp_path) for p in find_audio_files(str(tmp_path), unsupported)]
+    # libsndfile 1.1+ (the soundfile wheels) reads MP3: it is listed, not passed over.
+    assert "MP3" in sf.available_formats()
+    assert found == sorted(["a.WAV", "b.wav", "f.AIFF", "g.oga", "j.MP3", "k.opus",
+                            "sub/c.Flac", "sub/deeper/d.ogg", "sub/e.aif"])
+    assert [os.path.relpath(p, tmp_path) for p in unsupported] == ["l.m4a"]
+    assert {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3"} <= set(AUDIO_EXTENSIONS)
 
 
-def test_find_audio_files_does_not_follow_symlinked_dirs(tmp_path):
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "a.wav").write_bytes(b"x")
-    os.symlink(tmp_path, tmp_path / "sub" / "loop")  # a cycle back to the root
+def test_find_audio_files_follows_symlinked_dirs_once(tmp_path):
+    (tmp_path / "real" / "inner").mkdir(parents=True)
+    (tmp_path / "real" / "a.wav").write_bytes(b"x")
+    (tmp_path / "real" / "inner" / "b.wav").write_bytes(b"x")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    os.symlink(tmp_path / "real", corpus / "linked")          # a symlinked sub-folder
+    os.symlink(tmp_path / "real", corpus / "linked_again")    # the same folder twice
+    os.symlink(corpus, tmp_path / "real" / "inner" / "loop")  # a cycle back up the tree
     found = []
-    thread = threading.Thread(target=lambda: found.extend(find_audio_files(str(tmp_path))))
+    thread = threading.Thread(target=lambda: found.extend(find_audio_files(str(corpus))))
     thread.start()
     thread.join(timeout=10)
     assert not thread.is_alive(), "find_audio_files hangs on a symlink loop"
-    assert found == [str(tmp_path / "sub" / "a.wav")]
+    assert [os.path.relpath(p, corpus) for p in found] == ["linked/a.wav", "linked/inner/b.wav"]
 
 
 def test_find_audio_files_missing_root(tmp_path):
@@ -351,6 +361,32 @@ def test_prepare_corpus_reruns_replace_shards(mixed_folder, tmp_path, capsys):
                                        "skipped.json"]
     assert "6/6" in capsys.readouterr().out  # the progress bar went over all 6 files
     _matches([w.numpy() for w in tfrecord_dataset(out)], [load_audio(p) for p in good])
+
+
+def test_prepare_and_pretrain_folder_read_mp3_and_symlinked_folders(tmp_path):
+    """An MP3 and a file in a symlinked sub-folder are used, a format libsndfile cannot read
+    is skipped with its reason: by `prepare` and by a folder read straight (pretrain)."""
+    real = tmp_path / "elsewhere"
+    mp3 = write(tmp_path / "audio" / "song.mp3", tone(440.0, 1.0), format="MP3")
+    write(real / "speech.wav", tone(330.0, 0.8))
+    os.symlink(real, tmp_path / "audio" / "linked")
+    (tmp_path / "audio" / "phone.m4a").write_bytes(b"x" * 100)
+    root = str(tmp_path / "audio")
+
+    out = str(tmp_path / "prepared")
+    manifest = prepare_corpus(root, out, progress=False)
+    assert manifest["num_clips"] == 2
+    assert manifest["skipped"] == {"unsupported_format": 1}
+    skipped = json.load(open(os.path.join(out, "skipped.json")))
+    assert [(i["path"], i["reason"]) for i in skipped["skipped"]] == [
+        (os.path.join(root, "phone.m4a"), "unsupported_format")]
+    decoded = sorted(w.numpy().size for w in tfrecord_dataset(out, sample_rate=SR))
+    assert decoded[0] == int(0.8 * SR) and abs(decoded[1] - SR) < 0.1 * SR  # MP3 pads a little
+
+    report = SkipReport()
+    usable = check_audio_folder(root, report)
+    assert usable == [os.path.join(root, "linked", "speech.wav"), mp3]
+    assert report.by_reason() == {"unsupported_format": 1}
 
 
 def test_prepare_corpus_with_no_usable_audio(tmp_path):

@@ -180,3 +180,33 @@ def test_unknown_task_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "no_such_task" in err or "model.keras" in err
+
+
+def test_results_are_written_after_every_task(tmp_path, monkeypatch):
+    """A task that fails keeps the finished tasks' results on disk."""
+    import types
+
+    import msss_tf.data.tasks as tasks_module
+    from msss_tf import probe as probe_module
+    from msss_tf.probe import ProbeResult, run_probes
+
+    def fake_task(name):
+        return types.SimpleNamespace(name=name, kind="scene", label_names=["a", "b"],
+                                     report=lambda: f"task {name}")
+
+    monkeypatch.setattr(tasks_module, "load_task", lambda name, data_dir=None: fake_task(name))
+
+    def fake_probe(task, *args, **kwargs):
+        if task.name == "second":
+            raise RuntimeError("the second task failed")
+        return ProbeResult(task.name, {"top1_acc": 0.75}, {"top1_acc": 0.5}, 1e-3, None, {})
+
+    monkeypatch.setattr(probe_module, "probe_task", fake_probe)
+    embedder = types.SimpleNamespace()
+    monkeypatch.setattr(probe_module, "Embedder", type(embedder))
+    with pytest.raises(RuntimeError, match="second"):
+        run_probes(embedder, ["first", "second"], ProbeSettings(), out_dir=str(tmp_path),
+                   encoder_name="enc")
+    saved = json.load(open(tmp_path / "results.json"))["results"]
+    assert {(r["task"], r["split"], r["value"]) for r in saved} == {
+        ("first", "test", 0.75), ("first", "valid", 0.5)}

@@ -19,8 +19,25 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
+
+
+def _readable_extensions() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(extensions libsndfile reads here, audio extensions it does not), lowercase.
+
+    MP3 depends on how libsndfile was built (1.1 and newer, with mpg123): it is asked, not
+    assumed. The second list holds common audio formats found in user folders that a loader
+    reports as skipped ("unsupported_format") instead of passing over in silence.
+    """
+    formats = set(sf.available_formats())
+    readable = [".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".au",
+                ".caf", ".w64", ".rf64"]
+    unsupported = [".m4a", ".aac", ".wma", ".amr", ".ape", ".mka", ".webm"]
+    (readable if "MP3" in formats else unsupported).append(".mp3")
+    return tuple(readable), tuple(unsupported)
+
+
 # Lowercase; matched case-insensitively. All are read by libsndfile through soundfile.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
+AUDIO_EXTENSIONS, UNSUPPORTED_AUDIO_EXTENSIONS = _readable_extensions()
 
 # A clip whose peak is below this (-100 dBFS) carries no signal worth learning from.
 SILENCE_PEAK = 1e-5
@@ -36,6 +53,7 @@ REASONS = (
     "non_finite",
     "too_short",
     "silent",
+    "unsupported_format",  # an audio format libsndfile cannot read here (found by name)
 )
 
 
@@ -290,15 +308,19 @@ def load_audio_excerpt(path: str, sample_rate: int = 16000, max_seconds: float =
     return _to_clip(path, data, source_rate, sample_rate, min_samples, where)
 
 
-def find_audio_files(root: str) -> List[str]:
+def find_audio_files(root: str, unsupported: List[str] = None) -> List[str]:
     """Lists the audio files under `root`, recursively, in sorted order.
 
-    Files match `AUDIO_EXTENSIONS` case-insensitively. Symlinked directories are not followed
-    (a link back up the tree would loop forever); symlinked files are listed. Directories
-    that cannot be read are skipped.
+    Files match `AUDIO_EXTENSIONS` case-insensitively. Symlinked directories are followed,
+    each real directory walked once (a link back up the tree, or two links to one folder,
+    cannot loop or list files twice); symlinked files are listed. Directories that cannot
+    be read are skipped.
 
     Args:
       root: the directory to search.
+      unsupported: if given, files with an audio extension that libsndfile cannot read here
+        (`UNSUPPORTED_AUDIO_EXTENSIONS`, e.g. .m4a) are appended to it, sorted, so the
+        caller can report them as skipped.
 
     Returns:
       Sorted list of file paths, each `root` joined with the path below it.
@@ -308,14 +330,38 @@ def find_audio_files(root: str) -> List[str]:
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"audio directory not found (or not a directory): {root}")
-    found = []
+    found, other, walked = [], [], set()
     # onerror=None: os.walk silently skips directories it cannot list.
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            info = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (info.st_dev, info.st_ino) in walked:  # reached again through a link
+            dirnames[:] = []
+            continue
+        walked.add((info.st_dev, info.st_ino))
         dirnames.sort()
         for name in filenames:
-            if name.lower().endswith(AUDIO_EXTENSIONS):
+            lower = name.lower()
+            if lower.endswith(AUDIO_EXTENSIONS):
                 found.append(os.path.join(dirpath, name))
+            elif lower.endswith(UNSUPPORTED_AUDIO_EXTENSIONS):
+                other.append(os.path.join(dirpath, name))
+    if unsupported is not None:
+        unsupported.extend(sorted(other))
     return sorted(found)
+
+
+def report_unsupported(paths: List[str], report: "SkipReport") -> None:
+    """Records files of an audio format libsndfile cannot read in `report`."""
+    for path in paths:
+        report.note_seen()
+        report.add(path, "unsupported_format",
+                   f"libsndfile {sf.__libsndfile_version__} does not read "
+                   f"{os.path.splitext(path)[1]} files; convert them to WAV or FLAC "
+                   "(e.g. ffmpeg -i IN -ar 16000 OUT.flac)")
 
 
 class SkipReport:

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from msss_tf.config import MSSSConfig
 from msss_tf.data.audio import (AUDIO_EXTENSIONS, AudioError, SkipReport, find_audio_files,
-                                load_audio_excerpt, read_audio_info)
+                                report_unsupported, load_audio_excerpt, read_audio_info)
 from msss_tf.data.synthetic import synthetic_corpus
 from msss_tf.data.tfrecord import is_prepared_dir, tfrecord_dataset
 
@@ -166,10 +166,14 @@ def check_audio_folder(root: str, report: Optional[SkipReport] = None) -> List[s
       ValueError: no file under `root` has a usable header.
     """
     report = report if report is not None else SkipReport()
-    files = find_audio_files(root)
+    unsupported = []
+    files = find_audio_files(root, unsupported)
+    report_unsupported(unsupported, report)
     if not files:
         raise ValueError(f"no usable audio in {root}: no files with extensions "
-                         f"{', '.join(AUDIO_EXTENSIONS)}")
+                         f"{', '.join(AUDIO_EXTENSIONS)}"
+                         + (f" ({len(unsupported)} file(s) in formats libsndfile cannot "
+                            f"read here, e.g. {unsupported[0]})" if unsupported else ""))
     usable = []
     for path in files:
         report.note_seen()
