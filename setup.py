@@ -31,6 +31,7 @@ setup(
         "study": [],
         "eval": [],
         "tflite": [],
+        "corpus": ["espeakng-loader>=0.2.4,<0.3", "pretty-midi>=0.2.10,<0.3"],  # and: pip install --no-deps "tinysoundfont>=0.3.6,<0.4" (docs/corpus.md)
     },
     entry_points={"console_scripts": ["msss-tf=msss_tf.cli:entry_point"]},
 )
