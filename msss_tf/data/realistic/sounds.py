@@ -314,6 +314,7 @@ def sounds_clip(rng: np.random.Generator, seconds: float, sample_rate: int
     bg, bg_kind = background(rng, seconds, sample_rate)
     # Background 10-35 dB below the events' peak.
     peak = np.max(np.abs(mix)) or 1.0
-    mix = mix + bg[:n] * peak * 10 ** (-rng.uniform(10, 35) / 20)
+    bg = np.pad(bg[:n], (0, n - len(bg[:n])))  # generators round the length down
+    mix = mix + bg * peak * 10 ** (-rng.uniform(10, 35) / 20)
     return mix.astype(np.float32), {"style": "scene", "events": [a[2] for a in annotations],
                                     "background": bg_kind}
