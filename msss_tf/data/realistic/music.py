@@ -27,6 +27,20 @@ _SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10),
 _CHORDS = ((0, 4, 7), (0, 3, 7), (0, 4, 7, 11), (0, 3, 7, 10), (0, 4, 7, 10), (0, 5, 7),
            (0, 3, 6))
 DRUM_CHANNEL = 9
+# Keys (within MIDI 21-108) for which TimGM6mb.sf2 has no sample in these programs:
+# program -> (lowest sounding key, highest sounding key, keys missing in between).
+_SOUNDING = {65: (21, 108, (64,)), 67: (21, 79, ()), 68: (36, 108, ()), 78: (21, 78, ()),
+             101: (21, 93, ()), 113: (21, 89, ()), 122: (36, 86, ())}
+
+
+def playable_key(program: int, key: int) -> int:
+    """`key`, moved by octaves into the keys where GM `program` of TimGM6mb.sf2 sounds."""
+    lo, hi, missing = _SOUNDING.get(program, (21, 108, ()))
+    while key < lo or key in missing:
+        key += 12
+    while key > hi or key in missing:
+        key -= 12
+    return key
 
 
 def key_range(program: int) -> Tuple[int, int]:
@@ -203,6 +217,8 @@ def music_clip(rng: np.random.Generator, seconds: float, renderer: MidiRenderer,
             drums()
     else:
         drums()
+    events = [(t, d, c, k if c == DRUM_CHANNEL else playable_key(prog[c], k), v)
+              for t, d, c, k, v in events]
     return renderer.render(events, prog, seconds), {
         "style": style, "programs": sorted(p for c, p in prog.items() if c != DRUM_CHANNEL),
         "drums": DRUM_CHANNEL in prog}
