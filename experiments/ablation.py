@@ -1,6 +1,6 @@
 """The paper's ablation study (Table 1, Table 2) on the built-in offline tasks.
 
-    python -m experiments.ablation --budget=smoke --out_dir=/tmp/ablation_smoke
+    python -m experiments.ablation --budget=smoke --out_dir=runs/ablation_smoke
     python -m experiments.ablation --budget=default --seeds=3 --out_dir=runs/ablation \
         --docs=docs/results.md
 

@@ -217,10 +217,12 @@ def main(argv):
                                        calibration_windows)(0)
         return export._min_cosine(content, held_windows, reference)
 
+    from msss_tf.runs import portable_path
+
     plain = keras.models.clone_model(teacher, recursive=True)
     copy_weights(student, plain)
     result = {
-        "model_dir": FLAGS.model_dir, "steps": FLAGS.steps,
+        "model_dir": portable_path(FLAGS.model_dir), "steps": FLAGS.steps,
         "learning_rate": FLAGS.learning_rate, "batch_size": FLAGS.batch_size,
         "int8_min_cosine_before": real_int8_min_cosine(teacher),
         "int8_min_cosine_after": real_int8_min_cosine(plain),

@@ -525,6 +525,8 @@ def run_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
         mixed_precision = None
     config = MSSSConfig(width_coefficient=width_coefficient, depth_coefficient=depth_coefficient,
                         batch_size=batch_size, learning_rate=1e-4)
+    from msss_tf.runs import portable_command
+
     started = time.time()
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -532,7 +534,7 @@ def run_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
                     "cpu_count": os.cpu_count(),
                     "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
                     "tensorflow": tf.__version__, "keras": keras.__version__},
-        "command": " ".join(sys.argv),
+        "command": portable_command(sys.argv),
         "encoder": {"width_coefficient": width_coefficient,
                     "depth_coefficient": depth_coefficient},
         "targets": {k: f"{op} {v}" for k, (op, v) in TARGETS.items()},

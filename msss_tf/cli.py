@@ -405,7 +405,7 @@ def run_demo(fv):
         # target gives ~0.01-0.05, and at the demo's few hundred steps it barely trains.
         pitch_target="semitones",
         # Two departures from the paper's front end, both for deployment and both better
-        # on every probe in a 3-seed study (docs/results.md; WORKSPACE.md, Open findings):
+        # on every probe in a 3-seed study (docs/results.md, docs/findings.md):
         # each window's mean log-mel removed first (the input level no longer reaches the
         # network), and log(mel + 1e-3), YAMNet's offset, so zero padding and digital
         # silence sit near the quietest real bins instead of blowing up the activations.

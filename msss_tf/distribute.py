@@ -12,7 +12,7 @@
 
 `--batch_size` is the global batch; each of the R replicas gets batch_size / R clips.
 What the step does across replicas (negatives gathered, global random draws, batch-norm
-statistics) is in `msss_tf/model.py` and WORKSPACE.md ("Performance").
+statistics) is in `msss_tf/model.py` and docs/performance.md.
 """
 
 from __future__ import annotations

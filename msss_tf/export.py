@@ -18,31 +18,12 @@ variants; the log-mel front end is float32 in all of them:
 How many leading blocks (stem, each MBConv block, top) stay float is chosen per export
 (`convert_window_tflite_info`): the fewest for which the frames keep a min cosine
 >= 0.995 to float on held-out windows (a bisection: up to ~log2(blocks) + 2 conversions).
-Why: a briefly trained encoder amplifies small errors. On the demo's encoder (x0.5, 200
-steps at lr 1e-3) Gaussian noise of std 0.03 on the log-mel alone costs 0.005 of cosine,
-and the int8 rounding of each layer adds up block by block
-(`tf.lite.experimental.QuantizationDebugger`: RMSE / scale ~0.3 everywhere, no outlier op).
-dynamic_int8 quantises weights only (and each activation on the fly, per row), so a few
-float leading blocks recover it (min cosine >= 0.995 on every demo encoder measured).
-
-Static int8 has a second problem: one range per tensor, for every window. With
-``log_offset=1e-6`` (the library default), a window with zero padding (the clip edges
-that scene and timestamp windows cover) or digital silence holds log(1e-6) = -13.8
-regions, ~8 below the quietest real bin, and the encoder's frames on it are up to ~100x
-those on unpadded windows. Ranges that hold those leave ordinary windows a few levels:
-min cosine 0.12, and 0.73 with the whole encoder float and only its input and pooled
-outputs int8 (calibrating on unpadded windows only: 0.96 on those, 0.23 on padded ones).
-``log_offset=1e-3`` (the demo's) shrinks that gap to 2.5-4x and lifts int8 to 0.71-0.84, still
-short of the target: the export then keeps the all-int8 file, warns and records
-``meets_target: false`` in export_summary.json; ship dynamic_int8. The target is out of
-reach of any full-int8 file of that encoder: with every block float, int8 rounding of the
-encoder's input alone leaves 0.994. Quantisation-aware fine-tuning by distillation
-(`experiments/int8_distill.py`: int8 fake quantisation of every weight per channel and
-every activation at the converter's min/max ranges, trained to match the float frames)
-lifts the real int8 file from 0.84 to 0.90 in 600 steps and plateaus. Int16 activations
-(16x8) do not either: 0.94 min cosine on the encoder alone, and the legacy quantiser
-behind them has no deny-list to keep the front end float (0.28 with it quantised).
-Measurements: WORKSPACE.md, Open findings.
+Why: a trained encoder amplifies small rounding errors block by block, so keeping its
+first blocks float recovers dynamic_int8. Static int8 also needs one range per tensor to
+hold every window, padded and silent ones included; on trained encoders it falls short
+of the target, and the export then keeps the all-int8 file, warns and records
+``meets_target: false`` in export_summary.json (ship dynamic_int8).
+Measurements: docs/deployment.md and docs/findings.md.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ Speed and scale options (none changes the default step's numbers):
   the whole global batch, as on one device); the loss is divided by R before the
   gradient (the optimiser sums gradients over replicas); the reported metrics are
   averaged over replicas. `set_batch_norm_synchronized(True)` makes the encoder's batch
-  normalisation use global-batch statistics too (see WORKSPACE.md, "Performance").
+  normalisation use global-batch statistics too (see docs/performance.md).
 """
 
 from __future__ import annotations

@@ -38,13 +38,13 @@ def test_help_lists_subcommands_and_explains_flags(capsys):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["pretrain", "--model_dir=/tmp/x", "--similarity=dot"], "--similarity"),
-        (["pretrain", "--model_dir=/tmp/x", "--losses=clip,bogus"], "MSSSConfig.losses"),
-        (["pretrain", "--model_dir=/tmp/x", "--batch_size=1"], "MSSSConfig.batch_size"),
-        (["pretrain", "--model_dir=/tmp/x", "--set=bogus=1"], "unknown field"),
-        (["pretrain", "--model_dir=/tmp/x", "--train_steps=abc"], "--train_steps"),
+        (["pretrain", "--model_dir=never/written", "--similarity=dot"], "--similarity"),
+        (["pretrain", "--model_dir=never/written", "--losses=clip,bogus"], "MSSSConfig.losses"),
+        (["pretrain", "--model_dir=never/written", "--batch_size=1"], "MSSSConfig.batch_size"),
+        (["pretrain", "--model_dir=never/written", "--set=bogus=1"], "unknown field"),
+        (["pretrain", "--model_dir=never/written", "--train_steps=abc"], "--train_steps"),
         (["pretrain"], "--model_dir"),
-        (["prepare", "--audio_dir=/nonexistent/audio", "--out_dir=/tmp/x"], "/nonexistent/audio"),
+        (["prepare", "--audio_dir=/nonexistent/audio", "--out_dir=never/written"], "/nonexistent/audio"),
         (["frobnicate"], "frobnicate"),
     ],
 )
@@ -75,6 +75,7 @@ def _scalar_tags(log_dir):
     return tags
 
 
+@pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_pretrain_writes_run_and_resumes(tmp_path):
     model_dir = tmp_path / "run"
     args = ["pretrain", "--data=synthetic", f"--model_dir={model_dir}", "--train_steps=4",
@@ -114,6 +115,7 @@ def _tone(seconds, rate, f0, channels=1):
     return np.stack([x] * channels, axis=1) if channels > 1 else x
 
 
+@pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_pretrain_from_an_audio_folder_with_corrupt_files(tmp_path):
     from msss_tf.config import MSSSConfig
     from msss_tf.pretrain import pretrain

@@ -17,7 +17,7 @@ def run_python(code, timeout=300, **env):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["pretrain", "--model_dir=/tmp/x", "--bogus=1"], "bogus"),
+    (["pretrain", "--model_dir=never/written", "--bogus=1"], "bogus"),
     (["pretrain", "--train_steps=abc"], "--train_steps"),
     (["probe", "--model_dir=runs/x"], "--task"),
     (["demo", "--probe_epochs=many"], "--probe_epochs"),

@@ -462,6 +462,7 @@ def _window_min_cosine(path, embedder):
     return {k: round(float(v.min()), 5) for k, v in worst.items()}
 
 
+@pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_dynamic_int8_keeps_a_briefly_trained_encoder(stale_embedder, tmp_path):
     """All conv weights int8 (the conversion before issue 4's fix) loses the embeddings of
     this encoder; its first blocks kept float (all but the top block: what the export picked for it

@@ -122,6 +122,7 @@ def test_call_returns_frame_features():
     assert out.shape == (2, 6, model.encoder.output_shape[-1])
 
 
+@pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_fit_overfits_one_batch_and_callbacks_and_round_trip(tmp_path):
     config = small_config()
     model = MSSSModel(config)
@@ -158,6 +159,7 @@ def test_fit_overfits_one_batch_and_callbacks_and_round_trip(tmp_path):
     assert set(scores) == {"loss", "clip_loss", "frame_loss", "pitch_loss", "clip_accuracy"}
 
 
+@pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_fit_on_the_synthetic_corpus():
     from msss_tf.data import pretrain_dataset
 

@@ -116,6 +116,7 @@ def test_event_probe_finds_the_onsets(tmp_path):
     assert set(result.extras) == {"threshold", "median_filter_ms"}
 
 
+@pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_results_table_json_csv_and_probe_export_in_a_fresh_process(tmp_path, capsys):
     from msss_tf.config import MSSSConfig
     from msss_tf.embed import Embedder

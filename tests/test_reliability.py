@@ -99,6 +99,7 @@ def _check_resumed_state(model_dir, killed_after_epoch):
     assert [e["optimizer_step"] for e in events if e["event"] == "epoch_end"] == [2, 4, 6]
 
 
+@pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_sigkill_mid_epoch_then_resume(tmp_path):
     import keras
 

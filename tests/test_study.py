@@ -322,6 +322,7 @@ def _check_finished_study(out, keys, seeds):
 
 
 @pytest.mark.filterwarnings("ignore:Even though the .*run_functions_eagerly")
+@pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_smoke_study_one_configuration_and_references_then_resume(tmp_path, monkeypatch, capsys):
     """The smoke budget end to end on clip-only + the two reference rows, then a second
     invocation that must neither pre-train nor probe again."""
