@@ -137,6 +137,7 @@ def renderer_versions() -> Dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     versions["libespeak-ng"] = _renderer("speech", 16000).info()["version"]
+    _renderer("music", 16000)  # fails here, before any file is written, without tinysoundfont
     with open(soundfont_path(), "rb") as f:
         versions["TimGM6mb.sf2 sha256"] = hashlib.sha256(f.read()).hexdigest()
     versions["libsndfile"] = sf.__libsndfile_version__

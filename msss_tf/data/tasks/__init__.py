@@ -10,6 +10,9 @@
     synthetic_scene     built in, rendered from a seed            scene  top1_acc
     synthetic_pitch     built in                                  scene  pitch_acc, chroma_acc
     synthetic_events    built in                                  event  event_onset_fscore
+    realistic_keywords  built in, eSpeak NG (corpus extra)        scene  top1_acc
+    realistic_pitch     built in, GM SoundFont (corpus extra)     scene  pitch_acc, chroma_acc
+    realistic_events    built in, all three renderers             event  event_onset_fscore
     <a folder path>     any task in the HEAR 2021 layout          as its task_metadata.json
 
 Nothing here downloads anything: tfds is called with download=False, and data that is not
@@ -41,6 +44,7 @@ from msss_tf.data.tasks.hear import (
     load_hear_task,
     write_hear_task,
 )
+from msss_tf.data.tasks.realistic_tasks import REALISTIC_TASK_NAMES, realistic_task
 from msss_tf.data.tasks.synthetic_tasks import SYNTHETIC_TASK_NAMES, synthetic_task
 from msss_tf.data.tasks.tfds_tasks import (
     NSynthPitchTask,
@@ -51,7 +55,7 @@ from msss_tf.data.tasks.tfds_tasks import (
 )
 
 TASK_NAMES = ("speech_commands", "nsynth_pitch", "dcase2016_task2", "synthetic_scene",
-              "synthetic_pitch", "synthetic_events")
+              "synthetic_pitch", "synthetic_events") + REALISTIC_TASK_NAMES
 
 # The keyword options each task accepts (besides data_dir).
 _OPTIONS = {
@@ -61,6 +65,7 @@ _OPTIONS = {
     "synthetic_scene": ("scale", "seed", "size"),
     "synthetic_pitch": ("scale", "seed", "size"),
     "synthetic_events": ("scale", "seed", "size"),
+    **{name: ("scale", "seed", "size") for name in REALISTIC_TASK_NAMES},
     "<folder>": ("test_fold",),
 }
 
@@ -102,6 +107,8 @@ def load_task(name_or_path: str, data_dir: Optional[str] = None, **options) -> T
         return dcase2016_task2_task(data_dir, **options)
     if name in SYNTHETIC_TASK_NAMES:
         return synthetic_task(name, **options)
+    if name in REALISTIC_TASK_NAMES:
+        return realistic_task(name, **options)
     if os.path.isdir(name):
         return load_hear_task(name, **options)
     raise ValueError(f"unknown task {name!r}: expected one of {', '.join(TASK_NAMES)}, or a "
