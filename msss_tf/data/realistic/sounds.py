@@ -58,7 +58,8 @@ def impact(rng, seconds, sr):
         tau = rng.uniform(*decay) / (1 + 0.3 * k)
         x += rng.uniform(0.2, 1) / (1 + k) * np.exp(-t / tau) * np.sin(
             2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
-    click = rng.standard_normal(min(n, int(0.004 * sr))) * np.exp(-np.arange(min(n, int(0.004 * sr))) / (0.0008 * sr))
+    m = min(n, int(0.004 * sr))
+    click = rng.standard_normal(m) * np.exp(-np.arange(m) / (0.0008 * sr))
     x[:len(click)] += 0.5 * click
     return _normalise(x)
 
@@ -85,7 +86,8 @@ def noise_burst(rng, seconds, sr):
     lo = rng.uniform(50, 3000)
     hi = min(sr / 2 - 100, lo * rng.uniform(1.5, 8))
     x = signal.sosfilt(signal.butter(2, [lo, hi], "bandpass", fs=sr, output="sos"), x)
-    return _normalise(x * _envelope(n, sr, rng.uniform(0.005, seconds / 2), rng.uniform(0.02, seconds / 2)))
+    return _normalise(x * _envelope(n, sr, rng.uniform(0.005, seconds / 2),
+                                    rng.uniform(0.02, seconds / 2)))
 
 
 def engine(rng, seconds, sr):
@@ -93,11 +95,13 @@ def engine(rng, seconds, sr):
     n = int(seconds * sr)
     t = _t(n, sr)
     f0 = rng.uniform(20, 120)
-    drift = 1 + rng.uniform(0, 0.3) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t + rng.uniform(0, 6))
+    drift = 1 + rng.uniform(0, 0.3) * np.sin(2 * np.pi * rng.uniform(0.05, 0.5) * t
+                                             + rng.uniform(0, 6))
     jitter = signal.sosfilt(signal.butter(1, 20, fs=sr, output="sos"), rng.standard_normal(n))
     f = f0 * drift * (1 + 0.3 * jitter / (np.std(jitter) + 1e-9) * rng.uniform(0.01, 0.05))
     phase = 2 * np.pi * np.cumsum(f) / sr
-    x = sum(np.sin(k * phase) / k ** rng.uniform(0.5, 1.5) for k in range(1, 30) if k * f0 * 1.4 < sr / 2)
+    x = sum(np.sin(k * phase) / k ** rng.uniform(0.5, 1.5)
+            for k in range(1, 30) if k * f0 * 1.4 < sr / 2)
     x = x + rng.uniform(0.1, 0.5) * coloured_noise(rng, n, "brown")
     x = signal.sosfilt(signal.butter(2, rng.uniform(600, 4000), fs=sr, output="sos"), x)
     return _normalise(x * _envelope(n, sr, rng.uniform(0.05, 1.0), rng.uniform(0.05, 1.0)))
@@ -136,7 +140,8 @@ def animal_call(rng, seconds, sr):
     while t < seconds - 0.1:
         m = min(int(call * sr), n - int(t * sr))
         tt = _t(m, sr) / max(call, 1e-3)
-        contour = f0 * (1 + rng.uniform(-0.5, 0.8) * np.sin(np.pi * tt) + 0.02 * np.sin(2 * np.pi * 6 * tt * call))
+        contour = f0 * (1 + rng.uniform(-0.5, 0.8) * np.sin(np.pi * tt)
+                        + 0.02 * np.sin(2 * np.pi * 6 * tt * call))
         phase = 2 * np.pi * np.cumsum(contour) / sr
         src = sum(np.sin(k * phase) / k for k in range(1, 25) if k * f0 * 1.8 < sr / 2)
         src = src + 0.2 * rng.standard_normal(m)
@@ -199,7 +204,8 @@ def clicks(rng, seconds, sr):
     t = rng.uniform(0, 0.2)
     while t < seconds - 0.02:
         i = int(t * sr)
-        x[i:i + m] += signal.lfilter(b, a, rng.standard_normal(m) * np.exp(-np.arange(m) / (m / 4)))[:n - i]
+        burst = rng.standard_normal(m) * np.exp(-np.arange(m) / (m / 4))
+        x[i:i + m] += signal.lfilter(b, a, burst)[:n - i]
         t += interval if regular else rng.exponential(interval / 2) + 0.03
     return _normalise(x)
 
@@ -247,7 +253,8 @@ def background(rng, seconds, sr) -> Tuple[np.ndarray, str]:
         x = coloured_noise(rng, n, str(rng.choice(["pink", "brown", "white"])))
     elif kind == "wind":
         x = coloured_noise(rng, n, "pink")
-        gust = signal.sosfiltfilt(signal.butter(1, 0.5, fs=sr, output="sos"), rng.standard_normal(n))
+        gust = signal.sosfiltfilt(signal.butter(1, 0.5, fs=sr, output="sos"),
+                                  rng.standard_normal(n))
         x = x * (1 + 2 * np.abs(gust) / (np.std(gust) + 1e-9))
         x = signal.sosfilt(signal.butter(2, rng.uniform(300, 1500), fs=sr, output="sos"), x)
     elif kind == "hum":

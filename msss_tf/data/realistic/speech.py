@@ -87,8 +87,8 @@ _WORDS = {
           "igår snabbt långsamt bra vacker",
     "fi": "talo kissa koira vesi aamu ilta ystävä kaupunki asema ikkuna kyllä ei kiitos "
           "hei tänään eilen nopeasti hitaasti hyvä kaunis",
-    "cs": "dům kočka pes voda ráno večer přítel město nádraží okno ano ne děkuji ahoj dnes "
-          "včera rychle pomalu dobře krásný",
+    "cs": "dům kočka pes voda ráno večer přítel město nádraží okno ano ne děkuji ahoj "
+          "dnes včera rychle pomalu dobře krásný",
     "tr": "ev kedi köpek su sabah akşam arkadaş şehir istasyon pencere evet hayır teşekkür "
           "merhaba bugün dün hızlı yavaş iyi güzel",
     "id": "rumah kucing anjing air pagi malam teman kota stasiun jendela ya tidak terima "
