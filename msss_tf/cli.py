@@ -1,5 +1,6 @@
 """The `msss-tf` command: one subcommand per job, absl flags for each.
 
+    msss-tf corpus   --out_dir=DIR [--minutes=60]       render the realistic offline corpus
     msss-tf prepare  --audio_dir=DIR --out_dir=DIR      audio folder -> TFRecord shards
     msss-tf pretrain --data=synthetic|DIR --model_dir=DIR [...]
     msss-tf probe    --model_dir=DIR --task=NAME|PATH --out_dir=DIR [...]
@@ -156,6 +157,23 @@ def _define_prepare(fv):
                        "file never sits in memory whole; 0: whole files.", flag_values=fv)
 
 
+def _define_corpus(fv):
+    flags.DEFINE_string("out_dir", None, "Where the corpus goes: audio/ (16 kHz mono WAV), "
+                        "manifest.json, and shards/ (TFRecord, for --data) unless "
+                        "--noprepare.", flag_values=fv)
+    flags.DEFINE_float("minutes", 60.0, "Total audio, in minutes (a third each of speech, "
+                       "music and everyday sounds by default).", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Corpus seed: the same seed gives byte-identical files.",
+                         flag_values=fv)
+    flags.DEFINE_list("mix", ["0.34", "0.33", "0.33"], "Fractions of the audio that are "
+                      "speech, music and everyday sounds.", flag_values=fv)
+    flags.DEFINE_integer("jobs", 1, "Worker processes (the files do not depend on it).",
+                         flag_values=fv)
+    flags.DEFINE_boolean("prepare", True, "Also decode the clips once into TFRecord shards "
+                         "under OUT_DIR/shards, the folder to pass as pretrain --data.",
+                         flag_values=fv)
+
+
 def _define_pretrain(fv):
     flags.DEFINE_string("data", "synthetic", "'synthetic' (the built-in offline corpus), a folder "
                         "of audio, or a folder written by `msss-tf prepare`.", flag_values=fv)
@@ -306,6 +324,45 @@ def _define_embed(fv):
 
 
 # -------------------------------------------------------------------------- commands
+def run_corpus(fv):
+    """Renders the realistic corpus (msss_tf.data.realistic) and, by default, its shards."""
+    from msss_tf.data import prepare_corpus
+    from msss_tf.data.realistic import build_corpus
+
+    try:
+        mix = [float(v) for v in fv.mix]
+    except ValueError as e:
+        raise UsageError(f"--mix: {e}") from e
+    if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
+        raise UsageError(f"--mix={','.join(fv.mix)}: three non-negative fractions "
+                         "(speech, music, sounds) with a positive sum")
+    if fv.minutes <= 0:
+        raise UsageError(f"--minutes={fv.minutes}: must be positive")
+    last = [0.0]
+
+    def progress(done, total):
+        import time
+
+        if done == total or time.time() - last[0] > 5:
+            last[0] = time.time()
+            print(f"  rendered {done}/{total} clips", flush=True)
+
+    print(f"rendering {fv.minutes:g} minutes of speech, music and everyday sounds "
+          f"(seed {fv.seed}) into {fv.out_dir}")
+    manifest = build_corpus(fv.out_dir, fv.minutes, fv.seed, mix=mix, jobs=fv.jobs,
+                            progress=progress)
+    build = manifest["build"]
+    print(f"corpus: {manifest['num_clips']} clips, {manifest['seconds_total'] / 60:.1f} min, "
+          f"{build['audio_seconds_per_wall_second']:.0f}x real time: "
+          f"{os.path.join(fv.out_dir, 'manifest.json')}")
+    if fv.prepare:
+        shards = os.path.join(fv.out_dir, "shards")
+        prepared = prepare_corpus(os.path.join(fv.out_dir, manifest["audio_dir"]), shards)
+        print(f"shards: {prepared['num_clips']} clips in {prepared['num_shards']} shard(s); "
+              f"pre-train with: msss-tf pretrain --data={shards} --model_dir=...")
+    return 0
+
+
 def run_prepare(fv):
     from msss_tf.data import prepare_corpus
 
@@ -517,6 +574,8 @@ def run_embed(fv, files=()):
 
 
 COMMANDS = {
+    "corpus": (_define_corpus, run_corpus, "Render the realistic offline pre-training corpus "
+               "(speech, music, everyday sounds)."),
     "prepare": (_define_prepare, run_prepare, "Decode an audio folder once into TFRecord shards."),
     "pretrain": (_define_pretrain, run_pretrain, "Pre-train the MSSS model with model.fit."),
     "probe": (_define_probe, run_probe, "Linear/MLP probes on a frozen encoder; scores, exports."),
@@ -530,6 +589,7 @@ COMMANDS = {
 
 # Flags each job cannot start without, checked before TensorFlow is imported.
 REQUIRED_FLAGS = {
+    "corpus": ("out_dir",),
     "prepare": ("audio_dir", "out_dir"),
     "pretrain": ("model_dir",),
     "probe": ("model_dir", "task", "out_dir"),
@@ -570,7 +630,12 @@ _EVENT_TASK_HINTS = ("event", "dcase")
 def check_packages(command, fv) -> None:
     """Raises MissingPackageError before `command` starts if a package it needs is absent."""
     needs = []
-    if command == "demo":
+    if command == "corpus":
+        from msss_tf.packages import CORPUS_INSTALL_HINT
+
+        require_modules(["espeakng_loader", "tinysoundfont", "pretty_midi"], "msss-tf corpus",
+                        hint=CORPUS_INSTALL_HINT)
+    elif command == "demo":
         needs += ["sed_eval", "dcase_util"]  # the events probe
         if fv.export_dir:
             needs.append("ai_edge_litert")  # the float32 TFLite export

@@ -21,6 +21,12 @@ PIP_NAMES: Mapping[str, str] = {
 }
 
 
+# The corpus renderers: tinysoundfont's own requirement, PyAudio, has no Linux wheel and is
+# only for playback, so it is installed without its dependencies (docs/corpus.md).
+CORPUS_INSTALL_HINT = (
+    "pip install 'msss-tf[corpus]' && pip install --no-deps 'tinysoundfont>=0.3.6,<0.4'")
+
+
 class MissingPackageError(ImportError):
     """A package a job needs is not importable; the message says what to install."""
 
@@ -38,16 +44,21 @@ def missing_modules(modules: Iterable[str]) -> list:
     return missing
 
 
-def require_modules(modules: Iterable[str], job: str) -> None:
+def require_modules(modules: Iterable[str], job: str, hint: str = "") -> None:
     """Raises MissingPackageError naming `job`, the missing modules and the pip command.
 
     Args:
         modules: import names, e.g. ("sed_eval", "dcase_util").
         job: what needs them, for the message, e.g. "msss-tf probe (synthetic_events)".
+        hint: the install command, when plain `pip install NAME` is not it.
     """
     missing = missing_modules(modules)
     if missing:
         pip = " ".join(sorted({PIP_NAMES.get(m, m) for m in missing}))
+        if hint:
+            raise MissingPackageError(
+                f"{job} needs {', '.join(missing)}, which is not installed in this Python "
+                f"environment; install it with: {hint}")
         raise MissingPackageError(
             f"{job} needs {', '.join(missing)}, which is not installed in this Python "
             f"environment; install it with: pip install {pip} (or reinstall msss-tf with "

@@ -92,7 +92,7 @@ def embed_split(embedder: Embedder, task, split: str, cache_dir: Optional[str] =
     "events" (list of event lists).
     """
     path = None
-    if cache_dir:
+    if cache_dir and hasattr(embedder, "encoder"):  # no weights to fingerprint: no cache
         source = hashlib.sha1(str(getattr(task, "source", "")).encode()).hexdigest()[:8]
         key = f"{encoder_fingerprint(embedder)}-{source}"
         path = os.path.join(cache_dir, task.name, key, f"{split}.npz")
@@ -352,18 +352,19 @@ def run_probes(model, tasks, settings: ProbeSettings, out_dir: str, data_dir=Non
     Returns (result rows, {task: export path}, {task: ProbeResult}).
 
     Args:
-        model: a run directory or .keras path, or an `Embedder`.
+        model: a run directory or .keras path, or an `Embedder` (or an object with its
+            `scene_embeddings` / `timestamp_embeddings` methods).
         tasks: task names or HEAR folders (see `msss_tf.data.tasks.load_task`).
         export_dir: base folder for probe SavedModels (`<task>_<probe>/<version>`), or None.
     """
     from msss_tf.data.tasks import load_task
     from msss_tf.export import export_probe, next_version
 
-    if isinstance(model, Embedder):
-        embedder, name = model, encoder_name or "embedder"
-    else:
+    if isinstance(model, (str, os.PathLike)):
         embedder = Embedder.from_path(model)
         name = encoder_name or os.path.basename(os.path.normpath(model))
+    else:  # an Embedder, or anything with its scene/timestamp methods (log-mel statistics)
+        embedder, name = model, encoder_name or "embedder"
     from msss_tf.packages import require_modules
 
     loaded = [load_task(t, data_dir=data_dir) for t in tasks]  # fail early on a bad name

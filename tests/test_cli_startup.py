@@ -54,6 +54,7 @@ _HIDE = """
     (["ai_edge_litert"], ["export", "--model_dir={tmp}/run", "--export_dir={tmp}/run"],
      "ai-edge-litert"),
     (["ai_edge_litert"], ["bench", "--out={tmp}/run/bench.json"], "ai-edge-litert"),
+    (["tinysoundfont"], ["corpus", "--out_dir={tmp}/run"], "--no-deps"),
 ])
 def test_a_missing_package_stops_the_job_before_any_work(tmp_path, hidden, args, named):
     args = [a.format(tmp=tmp_path) for a in args]

@@ -389,6 +389,18 @@ def test_prepare_and_pretrain_folder_read_mp3_and_symlinked_folders(tmp_path):
     assert report.by_reason() == {"unsupported_format": 1}
 
 
+def test_only_a_prepare_manifest_makes_a_prepared_dir(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "manifest.json").write_text(json.dumps(
+        {"format": "msss_tf realistic corpus", "files": ["000000.wav"]}))
+    assert not is_prepared_dir(str(tmp_path / "corpus"))  # a builder's folder of audio
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    assert is_prepared_dir(str(tmp_path / "broken"))  # read_manifest then says what is wrong
+    with pytest.raises(ValueError):
+        read_manifest(str(tmp_path / "broken"))
+
+
 def test_prepare_corpus_with_no_usable_audio(tmp_path):
     root = tmp_path / "bad"
     garbage(root / "x.wav")

@@ -215,3 +215,32 @@ def test_realistic_task_options_are_checked():
         load_task("realistic_pitch", test_fold=1)
     with pytest.raises(ValueError):
         realistic_tasks.realistic_task("realistic_pitch", scale="huge")
+
+
+# ------------------------------------------------------------------- the CLI command
+def test_corpus_command_writes_audio_manifest_and_shards(tmp_path, capsys):
+    _need_renderers()
+    from msss_tf import cli
+    from msss_tf.data import is_prepared_dir, read_manifest
+    from msss_tf.data.pipeline import check_audio_folder
+
+    out = tmp_path / "corpus"
+    assert cli.main(["msss-tf", "corpus", f"--out_dir={out}", "--minutes=0.2", "--seed=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "pre-train with: msss-tf pretrain --data=" in printed
+    manifest = json.load(open(out / "manifest.json"))
+    assert manifest["seed"] == 3 and manifest["num_clips"] >= 1
+    shards = read_manifest(str(out / "shards"))
+    assert shards["num_clips"] == manifest["num_clips"]  # every clip usable, none skipped
+    # The corpus folder is a folder of audio (its manifest is not a prepare manifest).
+    assert is_prepared_dir(str(out / "shards")) and not is_prepared_dir(str(out))
+    assert len(check_audio_folder(str(out))) == manifest["num_clips"]
+
+
+def test_corpus_command_checks_its_flags(tmp_path, capsys):
+    _need_renderers()  # without them the command stops on the packages first
+    from msss_tf import cli
+
+    for bad, named in (("--mix=1,1", "--mix"), ("--minutes=0", "--minutes")):
+        code = cli.main(["msss-tf", "corpus", f"--out_dir={tmp_path / 'c'}", bad])
+        assert code == 2 and named in capsys.readouterr().err

@@ -472,6 +472,7 @@ def _first_losses_and_embeddings(seed, steps=2):
     return losses, model(window, training=False).numpy()
 
 
+@pytest.mark.slow  # two fits from scratch: the default run stays under 6 minutes
 def test_same_seed_same_first_losses_and_embeddings_on_cpu():
     losses, emb = _first_losses_and_embeddings(seed=7)
     again, emb_again = _first_losses_and_embeddings(seed=7)

@@ -229,8 +229,21 @@ def _remove_stale_shards(out_dir: str, keep: List[str]) -> None:
 
 
 def is_prepared_dir(path: str) -> bool:
-    """True if `path` is a directory written by `prepare_corpus` (it holds manifest.json)."""
-    return os.path.isfile(os.path.join(path, MANIFEST_NAME))
+    """True if `path` is a directory written by `prepare_corpus` (it holds manifest.json).
+
+    A manifest of another kind (the realistic corpus builder writes one beside its audio/
+    folder) does not count: such a folder is read as a folder of audio. An unreadable
+    manifest does count, so that `read_manifest` reports what is wrong with it.
+    """
+    manifest = os.path.join(path, MANIFEST_NAME)
+    if not os.path.isfile(manifest):
+        return False
+    try:
+        with open(manifest) as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return True
+    return not isinstance(content, dict) or "shards" in content
 
 
 def read_manifest(prepared_dir: str) -> Dict:

@@ -4,8 +4,7 @@ import importlib
 import importlib.util
 import os
 
-INSTALL_HINT = (
-    "pip install 'msss-tf[corpus]' && pip install --no-deps 'tinysoundfont>=0.3.6,<0.4'")
+from msss_tf.packages import CORPUS_INSTALL_HINT as INSTALL_HINT
 
 
 class MissingCorpusPackageError(ImportError):

@@ -1,0 +1,225 @@
+"""Long pre-training runs on the realistic corpus, and their learning curves.
+
+    # once: the realistic corpus (msss_tf.data.realistic) and its shards
+    msss-tf corpus --out_dir=runs/long/corpus --minutes=60 --seed=0
+    # hours, in the background, resumable (the same command continues where it stopped)
+    nohup nice -n 19 python -m experiments.long_run train --run_dir=runs/long/all \
+        --corpus_dir=runs/long/corpus --losses=clip,frame,pitch --train_steps=30000 &
+    # any time: probe the run's checkpoints at --curve_steps on the realistic tasks
+    python -m experiments.long_run curve --run_dirs=runs/long/all,runs/long/clip \
+        --out=docs/results/long_run
+
+`train` is `msss_tf.pretrain.pretrain` with the recipe below and a checkpoint every
+`--steps_per_epoch` steps (`checkpoints/epoch-NNNN.keras`): the learning curve reads
+those, so the run itself never stops to evaluate. The recipe (the demo's, which a
+3-seed study found better than the paper's front end for every loss): EfficientNet x0.5,
+batch 16, Adam 1e-3, window-mean log-mel with log(mel + 1e-3), pitch target in
+semitones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "The run directory (train, curve).")
+flags.DEFINE_string("corpus_dir", None, "Corpus folder written by `msss-tf corpus`: "
+                    "manifest.json, audio/ and shards/ (train).")
+flags.DEFINE_list("losses", ["clip", "frame", "pitch"], "Losses (train).")
+flags.DEFINE_integer("seed", 0, "Seed of the run (train).")
+flags.DEFINE_integer("train_steps", 30000, "Total optimiser steps (train).")
+flags.DEFINE_integer("steps_per_epoch", 250, "Steps between checkpoints (train).")
+flags.DEFINE_integer("batch_size", 16, "Clips per batch (train).")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (train).")
+flags.DEFINE_float("width_coefficient", 0.5, "Encoder width (train).")
+flags.DEFINE_float("depth_coefficient", 0.5, "Encoder depth (train).")
+flags.DEFINE_multi_string("set", [], "Other MSSSConfig fields, name=JSON value (train).")
+flags.DEFINE_list("run_dirs", None, "Runs to probe and plot together (curve).")
+flags.DEFINE_list("curve_steps", ["0", "1000", "3000", "10000", "30000"], "Steps at which to "
+                  "probe each run; 0 is the untrained encoder. Steps without a checkpoint "
+                  "yet are left for a later call (curve).")
+flags.DEFINE_list("tasks", ["realistic_keywords", "realistic_pitch", "realistic_events"],
+                  "Downstream tasks (curve).")
+flags.DEFINE_string("out", "docs/results/long_run", "Prefix of the CSV, Markdown table and "
+                    "plot (curve).")
+flags.DEFINE_integer("probe_epochs", 100, "Most epochs of each probe (curve).")
+flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default); "
+                     "1 lets two runs share 2 cores without contention (train).")
+
+
+def recipe_config(losses, seed, overrides=()):
+    """The long-run recipe's MSSSConfig."""
+    from msss_tf.config import MSSSConfig
+
+    fields = dict(
+        losses=tuple(losses), seed=seed, batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate, width_coefficient=FLAGS.width_coefficient,
+        depth_coefficient=FLAGS.depth_coefficient, input_normalization="window_mean",
+        log_offset=1e-3, pitch_target="semitones")
+    for item in overrides:
+        name, raw = item.split("=", 1)
+        fields[name] = json.loads(raw)
+    return MSSSConfig(**fields)
+
+
+def train(run_dir, corpus_dir):
+    from msss_tf.pretrain import pretrain, resolve_config
+
+    if FLAGS.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.threads)
+    shards = os.path.join(corpus_dir, "shards")
+    if not os.path.exists(os.path.join(shards, "manifest.json")):
+        raise app.UsageError(f"{shards}: no prepared corpus; run msss-tf corpus first")
+    config = recipe_config(FLAGS.losses, FLAGS.seed, FLAGS.set)
+    config = resolve_config(run_dir, config, set(config.to_dict()))
+    os.makedirs(run_dir, exist_ok=True)
+    record = {"steps_per_epoch": FLAGS.steps_per_epoch, "shards": os.path.abspath(shards),
+              "corpus_manifest": os.path.join(os.path.abspath(corpus_dir), "manifest.json")}
+    with open(os.path.join(run_dir, "long_run.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    started = time.time()
+    result = pretrain(config, data=shards, model_dir=run_dir, train_steps=FLAGS.train_steps,
+                      steps_per_epoch=FLAGS.steps_per_epoch, verbose=2)
+    print(f"trained to step {result.steps} in {time.time() - started:.0f} s: {run_dir}")
+
+
+def _probe(embedder, name, out_dir, tasks):
+    """Test-split rows of `embedder` on `tasks`, cached in `out_dir` (results.json)."""
+    from msss_tf.probe import ProbeSettings, run_probes
+
+    done = os.path.join(out_dir, "results.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            rows = json.load(f)["results"]
+        if {r["task"] for r in rows} >= set(tasks):
+            return [r for r in rows if r["split"] == "test"]
+    settings = ProbeSettings(learning_rates=(1e-3,), max_epochs=FLAGS.probe_epochs,
+                             patience=10, batch_size=32, seed=0)
+    rows, _, _ = run_probes(embedder, tasks, settings, out_dir=out_dir, export_dir=None,
+                            encoder_name=name, progress=False, print_table=False)
+    return [r for r in rows if r["split"] == "test"]
+
+
+def curve_rows(run_dir, tasks, steps):
+    """Probe rows of one run at `steps` (those with a checkpoint), plus its references."""
+    from msss_tf.config import CONFIG_FILENAME, MSSSConfig
+    from msss_tf.data.pipeline import sample_segments
+    from msss_tf.embed import Embedder
+    from msss_tf.study import LogMelStatsEmbedder
+
+    config = MSSSConfig.load(os.path.join(run_dir, CONFIG_FILENAME))
+    with open(os.path.join(run_dir, "long_run.json")) as f:
+        record = json.load(f)
+    per_epoch = record["steps_per_epoch"]
+    run = f"{'+'.join(config.losses)} seed {config.seed}"
+    rows = []
+
+    def add(kind, step, embedder, name):
+        for r in _probe(embedder, name, os.path.join(run_dir, "curve", name), tasks):
+            rows.append({"run": run, "kind": kind, "step": step, "task": r["task"],
+                         "metric": r["metric"], "value": r["value"]})
+
+    for step in steps:
+        if step == 0:
+            calibration = sample_segments(record["shards"], config, count=256,
+                                          seed=config.seed + 10_007)
+            add("random init (BN calibrated)", 0,
+                Embedder.random_init(config, seed=config.seed, calibration_audio=calibration),
+                "random_init_bn_calibrated")
+            add("random init (BN at init)", 0, Embedder.random_init(config, seed=config.seed),
+                "random_init_bn_at_init")
+            add("log-mel mean/std", 0, LogMelStatsEmbedder(config), "logmel_stats")
+            continue
+        if step % per_epoch:
+            raise app.UsageError(f"--curve_steps: {step} is not a multiple of the run's "
+                                 f"{per_epoch} steps per epoch")
+        path = os.path.join(run_dir, "checkpoints", f"epoch-{step // per_epoch:04d}.keras")
+        if os.path.exists(path):
+            add("pre-trained", step, Embedder.from_path(path), f"step-{step:06d}")
+    return rows
+
+
+def write_curve(rows, out):
+    """CSV, a Markdown table (last step of each run beside the references) and a plot."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    fields = ["run", "kind", "step", "task", "metric", "value"]
+    with open(out + ".csv.tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: (r["run"], r["kind"], r["step"],
+                                                     r["task"], r["metric"])))
+    os.replace(out + ".csv.tmp", out + ".csv")
+    metrics = sorted({(r["task"], r["metric"]) for r in rows})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
+    for ax, (task, metric) in zip(axes[0], metrics):
+        chosen = [r for r in rows if (r["task"], r["metric"]) == (task, metric)]
+        for run in sorted({r["run"] for r in chosen}):
+            points = sorted((r["step"], r["value"]) for r in chosen
+                            if r["run"] == run and r["kind"] == "pre-trained")
+            start = [r["value"] for r in chosen if r["run"] == run
+                     and r["kind"] == "random init (BN calibrated)"]
+            points = [(0, v) for v in start] + points
+            if points:
+                ax.plot(*zip(*points), marker="o", label=run)
+        for kind, style in (("log-mel mean/std", ":"), ("random init (BN at init)", "--")):
+            values = [r["value"] for r in chosen if r["kind"] == kind]
+            if values:
+                ax.axhline(sum(values) / len(values), linestyle=style, color="grey",
+                           label=kind)
+        ax.set_xscale("symlog", linthresh=1000)
+        ax.set_title(f"{task}\n{metric}", fontsize=9)
+        ax.set_xlabel("pre-training steps")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out + ".png", dpi=90)
+    plt.close(fig)
+
+    lines = ["| run | step | " + " | ".join(f"{t} {m}" for t, m in metrics) + " |",
+             "|---|---|" + "---|" * len(metrics)]
+    keys = sorted({(r["run"], r["kind"], r["step"]) for r in rows},
+                  key=lambda k: (k[1] != "pre-trained", k[0], k[2]))
+    for run, kind, step in keys:
+        values = {(r["task"], r["metric"]): r["value"] for r in rows
+                  if (r["run"], r["kind"], r["step"]) == (run, kind, step)}
+        label = run if kind == "pre-trained" else f"{kind} ({run})"
+        lines.append(f"| {label} | {step} | " + " | ".join(
+            f"{values[m]:.3f}" if m in values else "" for m in metrics) + " |")
+    with open(out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return out
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] not in ("train", "curve"):
+        raise app.UsageError("usage: python -m experiments.long_run train|curve [flags]")
+    if argv[1] == "train":
+        if not (FLAGS.run_dir and FLAGS.corpus_dir):
+            raise app.UsageError("--run_dir and --corpus_dir are required")
+        train(FLAGS.run_dir, FLAGS.corpus_dir)
+    else:
+        if not FLAGS.run_dirs:
+            raise app.UsageError("--run_dirs is required")
+        steps = [int(v) for v in FLAGS.curve_steps]
+        rows = []
+        for run_dir in FLAGS.run_dirs:
+            rows += curve_rows(run_dir, FLAGS.tasks, steps)
+        print(f"curve: {write_curve(rows, FLAGS.out)}.{{csv,md,png}}")
+
+
+if __name__ == "__main__":
+    app.run(main)
