@@ -58,6 +58,9 @@ class MSSSConfig:
     lambda_pitch: float = 1.0  # paper 1.0; authors' shipped config 0.01
     frame_tau: int = 0  # neighbours with 0 < |t - t'| <= tau are positives too
     frame_positives: str = "pitch_shifted"  # "pitch_shifted" (paper Eq. 5) | "self" (authors)
+    # Frame-loss candidates: "segment" (paper: the anchor's other frames) | "batch" (every
+    # pitch-shifted frame of the batch; the paper's form is solved from frame position).
+    frame_negatives: str = "segment"
     pitch_ratio_min: float = 0.8
     pitch_ratio_max: float = 1.2
     pitch_target: str = "ratio"  # "ratio": rho - 1 (authors) | "semitones": 12 log2 rho
@@ -150,6 +153,10 @@ class MSSSConfig:
             fail("frame_tau", "must be >= 0")
         if self.frame_positives not in ("pitch_shifted", "self"):
             fail("frame_positives", "must be 'pitch_shifted' or 'self'")
+        if self.frame_negatives not in ("segment", "batch"):
+            fail("frame_negatives", "must be 'segment' or 'batch'")
+        if self.frame_negatives == "batch" and self.frame_positives != "pitch_shifted":
+            fail("frame_negatives", "'batch' needs frame_positives='pitch_shifted'")
         if not 0 < self.pitch_ratio_min <= self.pitch_ratio_max:
             fail("pitch_ratio_min", "must satisfy 0 < pitch_ratio_min <= pitch_ratio_max")
         if "pitch" in self.losses and self.pitch_ratio_min == self.pitch_ratio_max:

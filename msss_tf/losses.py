@@ -116,9 +116,19 @@ class FrameContrastiveLoss(keras.layers.Layer):
     frames, candidates are all T frames, positives are the frame itself and its
     neighbours within tau; the losses of the views are averaged.
 
+    `negatives="batch"` (pitch_shifted mode; not in the paper): the candidates of anchor
+    frame u_{b,t} are every pitch-shifted frame of the batch, u~_{b',t'}; positives are
+    u~_{b,t'} with |t - t'| <= tau. In the paper's form ("segment") the positive is the
+    only candidate from the shifted view and the only one at frame t's position, so the
+    task is solved without looking at the content (docs/findings.md, 2026-11-30): with
+    the batch's frames as negatives, B candidates share each position and all come from
+    the shifted view, and only the content tells them apart.
+
     Args:
         tau: neighbour width (frames).
         positives: "pitch_shifted" or "self".
+        negatives: "segment" (the paper: the anchor's other frames) or "batch" (every
+            shifted frame of the batch); pitch_shifted mode only.
         similarity: a similarity layer; built from `similarity_kind` when None.
 
     Call arguments:
@@ -139,9 +149,17 @@ class FrameContrastiveLoss(keras.layers.Layer):
         similarity=None,
         similarity_kind="bilinear",
         temperature=0.2,
+        negatives="segment",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if negatives not in ("segment", "batch"):
+            raise ValueError(f"FrameContrastiveLoss: negatives must be 'segment' or 'batch', "
+                             f"got {negatives!r}")
+        if negatives == "batch" and positives != "pitch_shifted":
+            raise ValueError("FrameContrastiveLoss: negatives='batch' needs "
+                             "positives='pitch_shifted'")
+        self.negatives = negatives
         if positives not in ("pitch_shifted", "self"):
             raise ValueError(
                 f"FrameContrastiveLoss: positives must be 'pitch_shifted' or 'self', "
@@ -167,6 +185,19 @@ class FrameContrastiveLoss(keras.layers.Layer):
         candidate_mask = ops.concatenate([ones, not_self], axis=-1)
         return ops.mean(_extended_cross_entropy(logits, positive_mask, candidate_mask))
 
+    def _batch_negatives_loss(self, frames, shifted_frames):
+        batch, num_frames = ops.shape(frames)[0], ops.shape(frames)[1]
+        flat = ops.reshape(frames, (1, -1, ops.shape(frames)[-1]))  # [1, B*T, D]
+        flat_shifted = ops.reshape(shifted_frames, (1, -1, ops.shape(shifted_frames)[-1]))
+        logits = self.similarity(flat, flat_shifted)[0]  # [B*T, B*T]
+        index = ops.arange(batch * num_frames)
+        clip, position = index // num_frames, index % num_frames
+        same_clip = ops.equal(clip[:, None], clip[None, :])
+        near = ops.abs(position[:, None] - position[None, :]) <= self.tau
+        positive_mask = ops.cast(ops.logical_and(same_clip, near), logits.dtype)
+        return ops.mean(_extended_cross_entropy(logits, positive_mask,
+                                                ops.ones_like(positive_mask)))
+
     def _self_loss(self, view):
         num_frames = ops.shape(view)[1]
         logits = self.similarity(view, view)  # [B, T, T]
@@ -181,6 +212,8 @@ class FrameContrastiveLoss(keras.layers.Layer):
                 raise ValueError(
                     "FrameContrastiveLoss(positives='pitch_shifted') needs shifted_frames"
                 )
+            if self.negatives == "batch":
+                return self._batch_negatives_loss(frames, shifted_frames)
             return self._pitch_shifted_loss(frames, shifted_frames)
         views = [frames] + ([shifted_frames] if shifted_frames is not None else [])
         views += list(extra_views or [])
@@ -191,6 +224,7 @@ class FrameContrastiveLoss(keras.layers.Layer):
             **super().get_config(),
             "tau": self.tau,
             "positives": self.positives,
+            "negatives": self.negatives,
             "similarity": _serialize_similarity(self.similarity),
         }
 

@@ -159,6 +159,7 @@ class MSSSModel(keras.Model):
             self.frame_loss = FrameContrastiveLoss(
                 tau=config.frame_tau,
                 positives=config.frame_positives,
+                negatives=config.frame_negatives,
                 similarity=frame_similarity,
                 name="frame_loss",
             )

@@ -47,3 +47,29 @@ def test_train_resumes_and_the_curve_probes_each_checkpoint(tmp_path):
     long_run("curve", f"--run_dirs={run}", "--curve_steps=0,1,2", "--tasks=synthetic_scene",
              "--probe_epochs=2", f"--out={out}")
     assert list(csv.DictReader(open(f"{out}.csv"))) == rows
+
+
+def test_diagnose_reports_shortcuts_and_collapse():
+    import numpy as np
+
+    from experiments.diagnose import diagnose, effective_rank
+    from msss_tf.config import MSSSConfig
+    from msss_tf.model import MSSSModel
+
+    config = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25, batch_size=4,
+                        pitch_target="semitones")
+    model = MSSSModel(config)
+    rng = np.random.default_rng(0)
+    anchor = (0.1 * rng.standard_normal((8, config.segment_samples))).astype(np.float32)
+    positive = (0.1 * rng.standard_normal((8, config.segment_samples))).astype(np.float32)
+    out = diagnose(model, anchor, positive, batch=4)
+    for key in ("clip_loss_bn_inference", "clip_accuracy_bn_training", "frame_loss_true_pairs",
+                "frame_loss_mismatched", "pitch_loss_true_pairs", "pitch_loss_mismatched",
+                "pitch_loss_predict_mean", "embedding_effective_rank"):
+        assert np.isfinite(out[key]), key
+    assert out["frame_loss_chance"] == np.log(3)  # three 320 ms frames in a 0.96 s window
+    assert 1.0 <= out["embedding_effective_rank"] <= 8
+    # The effective rank counts directions: 3 equal ones give 3, one alone gives 1.
+    basis = np.repeat(np.eye(3), 10, axis=0) * np.array([1, -1] * 15)[:, None]
+    assert abs(effective_rank(basis) - 3) < 1e-9
+    assert abs(effective_rank(np.outer(np.arange(10.0), np.ones(4))) - 1) < 1e-6

@@ -571,3 +571,54 @@ def test_pitch_loss_invalid_target_and_config_round_trip():
     loss = PitchShiftLoss(target="semitones", name="pitch")
     clone = PitchShiftLoss.from_config(loss.get_config())
     assert (clone.target, clone.name) == ("semitones", "pitch")
+
+
+# ------------------------------------------------ frame loss with the batch's negatives
+def np_frame_loss_batch_negatives(frames, shifted, sim, tau):
+    """Reference: every anchor frame against every shifted frame of the batch."""
+    batch, num_frames, dim = frames.shape
+    a = frames.reshape(batch * num_frames, dim)
+    s = shifted.reshape(batch * num_frames, dim)
+    logits = np.array([[sim(x, y) for y in s] for x in a])
+    losses = []
+    for i in range(batch * num_frames):
+        log_prob = logits[i] - np.log(np.sum(np.exp(logits[i])))
+        positives = [j for j in range(batch * num_frames)
+                     if j // num_frames == i // num_frames
+                     and abs(j % num_frames - i % num_frames) <= tau]
+        losses.append(-np.mean(log_prob[positives]))
+    return float(np.mean(losses))
+
+
+@pytest.mark.parametrize("tau", [0, 1])
+@pytest.mark.parametrize("batch,num_frames,dim", [(3, 4, 6), (1, 3, 5), (5, 1, 4)])
+def test_frame_batch_negatives_matches_numpy(rng, tau, batch, num_frames, dim):
+    w = random_w(rng, dim)
+    frames = f32(rng.normal(size=(batch, num_frames, dim)))
+    shifted = f32(frames + 0.7 * rng.normal(size=frames.shape))
+    expected = np_frame_loss_batch_negatives(frames, shifted, np_sim_bilinear(w), tau)
+    loss = FrameContrastiveLoss(tau=tau, negatives="batch", similarity=bilinear_with(w))
+    assert float(loss(frames, shifted)) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_frame_position_alone_solves_the_paper_form_but_not_batch_negatives():
+    """Frames that carry only their position (the same for every clip): the paper's
+    within-segment form scores them as solved; with the batch's shifted frames as
+    negatives the loss stays at chance among the B clips, ln B."""
+    batch, num_frames = 8, 3
+    position = 10.0 * np.eye(num_frames, dtype=np.float32)  # frame t -> 10 e_t
+    frames = np.repeat(position[None], batch, axis=0)
+    cosine = dict(similarity_kind="cosine", temperature=0.05)
+    paper = FrameContrastiveLoss(**cosine)(frames, frames)
+    fixed = FrameContrastiveLoss(negatives="batch", **cosine)(frames, frames)
+    assert float(paper) < 1e-6
+    assert float(fixed) == pytest.approx(math.log(batch), rel=1e-4)
+
+
+def test_frame_negatives_option_is_checked_and_serialised():
+    with pytest.raises(ValueError, match="negatives"):
+        FrameContrastiveLoss(negatives="everything")
+    with pytest.raises(ValueError, match="pitch_shifted"):
+        FrameContrastiveLoss(negatives="batch", positives="self")
+    loss = FrameContrastiveLoss(tau=1, negatives="batch")
+    assert FrameContrastiveLoss.from_config(loss.get_config()).negatives == "batch"

@@ -31,6 +31,23 @@ def random_batch(config, batch_size=4, seed=0):
     }
 
 
+def test_frame_negatives_from_the_batch_train_and_round_trip(tmp_path):
+    config = small_config(losses=("clip", "frame"), frame_negatives="batch")
+    model = MSSSModel(config)
+    assert model.frame_loss.negatives == "batch"
+    values = model.compute_msss_losses(random_batch(config), training=True)
+    # At init the frames are alike: the loss is near chance among B * T candidates.
+    frames = model.frame_head(model._encode(model.frontend(random_batch(config)["anchor"]),
+                                            False))
+    chance = np.log(config.batch_size * frames.shape[1])
+    assert 0.5 * chance < float(values["frame_loss"]) < 1.5 * chance
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert restored.frame_loss.negatives == "batch"
+    assert restored.msss_config.frame_negatives == "batch"
+
+
 @pytest.mark.parametrize(
     "losses",
     [("clip",), ("clip", "frame"), ("clip", "pitch"), ("clip", "frame", "pitch"), ("frame",),
