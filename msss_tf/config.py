@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from typing import Any, Tuple
 
@@ -76,9 +77,52 @@ class MSSSConfig:
     seed: int = 0
 
     def __post_init__(self):
+        self._check_types()  # first: the range checks below compare numbers
         # Lists from JSON become tuples so the dataclass stays hashable and frozen.
         object.__setattr__(self, "losses", tuple(self.losses))
         self.validate()
+
+    def _check_types(self) -> None:
+        """Every field's type, with an error naming the field, the value and the type
+        expected (e.g. `--set=log_offset=abc`). NumPy scalars become Python ones (the
+        config is saved as JSON); an integral float (1e3 from JSON) is accepted for an
+        integer field."""
+        for field in dataclasses.fields(self):
+            name, kind, value = field.name, _FIELD_KINDS[field.name], getattr(self, field.name)
+            default = field.default
+
+            def fail(expected):
+                raise ValueError(
+                    f"MSSSConfig.{name}={value!r}: must be {expected}, got a "
+                    f"{type(value).__name__} (the default is {default!r})")
+
+            if kind == "bool":
+                if not isinstance(value, (bool,) + _numpy_bool_types()):
+                    fail("true or false (a boolean)")
+                value = bool(value)
+            elif kind == "int":
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    fail("an integer")
+                if not isinstance(value, numbers.Integral):
+                    if not (math.isfinite(value) and float(value).is_integer()):
+                        fail("an integer")
+                value = int(value)
+            elif kind == "float":
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    fail("a number")
+                if not math.isfinite(value):
+                    fail("a finite number")
+                if not isinstance(value, (int, float)):  # NumPy scalars
+                    value = float(value)
+            elif kind == "str":
+                if not isinstance(value, str):
+                    fail("a string")
+            else:  # losses: a list of names
+                if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
+                        isinstance(v, str) for v in value):
+                    fail(f"a list of loss names from {list(LOSS_NAMES)}, e.g. "
+                         f"[\"clip\", \"frame\"]")
+            object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -189,6 +233,9 @@ class MSSSConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MSSSConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"MSSSConfig: expected an object of fields (a dict, JSON "
+                             f"{{\"name\": value}}), got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -227,3 +274,20 @@ class MSSSConfig:
                 return cls.from_json(f.read())
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _numpy_bool_types() -> tuple:
+    """NumPy's bool scalar type when NumPy is loaded (this module does not import it)."""
+    import sys
+
+    np = sys.modules.get("numpy")
+    return (np.bool_,) if np is not None else ()
+
+
+# The type of each field, from its annotation (`from __future__ import annotations` keeps
+# them as strings): "bool" | "int" | "float" | "str" | "losses".
+_FIELD_KINDS = {
+    field.name: {"Tuple[str, ...]": "losses"}.get(field.type, field.type)
+    for field in dataclasses.fields(MSSSConfig)
+}
+assert set(_FIELD_KINDS.values()) <= {"bool", "int", "float", "str", "losses"}, _FIELD_KINDS

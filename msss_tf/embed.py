@@ -56,9 +56,23 @@ def load_msss_model(path: str):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such model file or run directory: {path}")
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot load an MSSS model: the file exists but cannot be "
+                         f"read ({e.strerror or e})") from e
+    if path.endswith(".keras") and head != b"PK\x03\x04":
+        # Keras itself would say "File not found" for a file that is there.
+        raise ValueError(
+            f"{path}: cannot load an MSSS model: the file exists but is not a .keras "
+            f"archive (a zip file; it starts with {head!r}): it is corrupt, truncated or "
+            f"of another format. Use another checkpoint of the run, or re-save the model")
+    try:
         model = keras.models.load_model(path, compile=False)
     except Exception as e:  # a truncated or foreign file: say which
-        raise ValueError(f"{path}: cannot load an MSSS model ({type(e).__name__}: {e})") from e
+        why = str(e).replace("File not found: ", "")  # Keras' wording for a bad zip
+        raise ValueError(f"{path}: cannot load an MSSS model: the file is corrupt, truncated "
+                         f"or not an MSSS model ({type(e).__name__}: {why})") from e
     if not isinstance(model, MSSSModel):
         raise ValueError(f"{path}: holds a {type(model).__name__}, not an MSSSModel")
     return model

@@ -28,7 +28,9 @@ Measurements: docs/deployment.md and docs/findings.md.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import json
 import os
 import re
@@ -45,6 +47,60 @@ from msss_tf.config import CONFIG_FILENAME, MSSSConfig
 from msss_tf.embed import Embedder, WindowPlan
 
 WAVEFORM_SPEC = tf.TensorSpec([None, None], tf.float32, name="waveform")
+
+
+class OutputFolderError(OSError, ValueError):
+    """An output folder (export, probe results, embedding cache) cannot be written:
+    read-only, permission denied, read-only file system, disk full. The message names the
+    folder and the flag. Both an OSError and a ValueError: the CLI reports ValueErrors as
+    `msss-tf CMD: error: ...` (exit 2) instead of a traceback."""
+
+
+# Errors of writing that the user fixes by choosing or repairing the folder.
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                 getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+@contextlib.contextmanager
+def writing_to(folder: str, what: str):
+    """Turns a PermissionError (or a read-only file system, a full disk; or TensorFlow's
+    PermissionDeniedError) raised inside the block into an `OutputFolderError` that names
+    `folder` and says what was being written (`what`, e.g. "the encoder export
+    (--export_dir)")."""
+    try:
+        yield
+    except OutputFolderError:
+        raise
+    except OSError as e:
+        if not (isinstance(e, PermissionError) or e.errno in _WRITE_ERRNOS):
+            raise
+        why = e.strerror or str(e) or type(e).__name__
+        if e.filename and os.path.abspath(os.fspath(e.filename)) != os.path.abspath(folder):
+            why += f": {e.filename}"
+        raise _folder_error(folder, what, why, e.errno) from e
+    except tf.errors.PermissionDeniedError as e:
+        raise _folder_error(folder, what, e.message, errno.EACCES) from e
+
+
+def _folder_error(folder, what, why, code) -> OutputFolderError:
+    error = OutputFolderError(
+        f"cannot write {what} to the folder {folder} ({why}): make it writable, free some "
+        f"space, or choose another folder")
+    error.errno = code
+    return error
+
+
+def ensure_writable_folder(folder: str, what: str) -> str:
+    """Creates `folder` if needed and checks that a file can be written in it, before
+    any long work; `OutputFolderError` (naming it) otherwise. Returns `folder`."""
+    import tempfile
+
+    with writing_to(folder, what):
+        os.makedirs(folder, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+        os.close(handle)
+        os.remove(probe)
+    return folder
 
 
 def _check_waveform(waveform, nonempty: bool = False):
@@ -113,9 +169,11 @@ def save_module(module: tf.Module, export_dir: str, overwrite: bool = False) -> 
         shutil.rmtree(export_dir)
     tmp = export_dir.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(export_dir)), exist_ok=True)
-    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serving_default})
-    os.replace(tmp, export_dir)
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    with writing_to(parent, "a SavedModel (--export_dir)"):
+        os.makedirs(parent, exist_ok=True)
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serving_default})
+        os.replace(tmp, export_dir)
     return export_dir
 
 
@@ -124,8 +182,9 @@ def export_probe(embedder: Embedder, probe, label_names, kind: str, export_dir: 
     """Exports a probe joined with the frozen front end and encoder as a SavedModel."""
     module = ProbeServingModule(embedder, probe, label_names, kind)
     save_module(module, export_dir, overwrite=overwrite)
-    with open(os.path.join(export_dir, "assets", "labels.txt"), "w") as f:
-        f.write("\n".join(label_names) + "\n")
+    with writing_to(export_dir, "the probe's labels.txt (--export_dir)"):
+        with open(os.path.join(export_dir, "assets", "labels.txt"), "w") as f:
+            f.write("\n".join(label_names) + "\n")
     return export_dir
 
 
@@ -236,7 +295,21 @@ class EncoderServingModule(tf.Module):
                 "timestamp_embeddings": embeddings, "timestamps_ms": timestamps}
 
     def _window(self, waveform):
-        frames = self.embedder.window_frames_tf(self._checked(waveform))
+        waveform = self._checked(waveform)
+        # The signature declares [batch, segment_samples], but a caller of the saved
+        # signature (TF Serving, `signatures["window"]`) is not held to it: without this
+        # check 16000 samples fail deep inside the encoder, in a reshape.
+        config = self.embedder.config
+        samples = config.segment_samples
+        seconds = config.segment_frames * config.stft_hop / config.sample_rate  # 0.96
+        check = tf.debugging.assert_equal(
+            tf.shape(waveform)[1], samples,
+            message=f"window: each row must hold exactly {samples} samples (one "
+                    f"{seconds:g} s window at {config.sample_rate} Hz); for audio of "
+                    f"another length use the serving_default signature. Samples per row:")
+        with tf.control_dependencies([check]):
+            waveform = tf.identity(waveform)
+        frames = self.embedder.window_frames_tf(waveform)
         return {"embedding": tf.reduce_mean(frames, axis=1), "frames": frames}
 
     def signatures(self) -> dict:
@@ -324,95 +397,102 @@ def export_encoder(model_or_path, export_base: str, version: Optional[int] = Non
     started = time.time()
     embedder, run_config, source = _as_embedder(model_or_path, hop_ms=hop_ms)
 
-    os.makedirs(export_base, exist_ok=True)
     staging = os.path.join(export_base, f".{version}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
     config_dir = staging + ".config"
-    shutil.rmtree(config_dir, ignore_errors=True)
-    os.makedirs(config_dir)
-    try:
-        # The asset's basename is kept: assets/msss_config.json.
-        config_file = os.path.join(config_dir, CONFIG_FILENAME)
-        if run_config is not None:
-            shutil.copyfile(run_config, config_file)
-        else:
-            embedder.config.save(config_dir)
-        module = EncoderServingModule(embedder, config_asset=config_file)
-        tf.saved_model.save(module, staging, signatures=module.signatures())
-        saved_seconds = time.time() - started
-
-        tflite_paths, tflite_seconds, parity, quantisation = {}, {}, {}, {}
-        if tflite:
-            os.makedirs(os.path.join(staging, TFLITE_DIR))
-            check_windows = representative_windows(embedder.config, representative_audio,
-                                                   max_windows=16, seed=1)
-        for variant in tflite:
-            t0 = time.time()
-            content, quantisation[variant] = convert_window_tflite_info(
-                embedder, variant, representative_audio=representative_audio)
-            path = os.path.join(staging, TFLITE_DIR, f"encoder_{variant}.tflite")
-            with open(path, "wb") as f:
-                f.write(content)
-            assert_no_flex(path)
-            tflite_paths[variant] = os.path.join(export_dir, TFLITE_DIR,
-                                                 f"encoder_{variant}.tflite")
-            tflite_seconds[variant] = round(time.time() - t0, 1)
-            parity[variant] = tflite_parity(path, embedder, check_windows)
-
-        summary = {
-            "format": "msss-tf encoder export 1",
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": source,
-            "version": version,
-            "sample_rate": embedder.sample_rate,
-            "embedding_size": embedder.scene_embedding_size,
-            "hop_ms": embedder.hop_ms,
-            "window_samples": embedder.config.segment_samples,
-            "signatures": {
-                "serving_default": {
-                    "inputs": {"waveform": "float32 [batch, samples]"},
-                    "outputs": {"scene_embedding": "float32 [batch, D]",
-                                "timestamp_embeddings": "float32 [batch, T, D]",
-                                "timestamps_ms": "float32 [batch, T]"}},
-                "window": {
-                    "inputs": {"waveform": f"float32 [batch, {embedder.config.segment_samples}]"},
-                    "outputs": {"embedding": "float32 [batch, D]",
-                                "frames": "float32 [batch, 3, D]"}},
-            },
-            "tflite": {
-                variant: {"file": os.path.join(TFLITE_DIR, f"encoder_{variant}.tflite"),
-                          "input": f"waveform float32 [1, {embedder.config.segment_samples}]",
-                          "outputs": ["embedding [1, D]", "frames [1, 3, D]"],
-                          "quantization": _VARIANT_NOTES[variant],
-                          **({"kept_float": quantisation[variant]} if quantisation[variant]
-                             else {}),
-                          "parity_vs_keras": parity[variant],
-                          "seconds": tflite_seconds[variant]}
-                for variant in tflite
-            },
-            "seconds": {"saved_model": round(saved_seconds, 1),
-                        "total": round(time.time() - started, 1)},
-        }
-        sizes = _file_sizes(staging)
-        summary["sizes"] = sizes
-        summary["saved_model_bytes"] = sum(
-            size for name, size in sizes.items() if not name.startswith(TFLITE_DIR + os.sep))
-        with open(os.path.join(staging, SUMMARY_FILENAME), "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
-        sizes[SUMMARY_FILENAME] = os.path.getsize(os.path.join(staging, SUMMARY_FILENAME))
-
-        if os.path.exists(export_dir):  # overwrite: move the old one aside, then swap
-            old = os.path.join(export_base, f".{version}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(export_dir, old)
-            os.replace(staging, export_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, export_dir)
-    finally:
+    with writing_to(export_base, "the encoder export (--export_dir)"):
+        # A read-only folder fails here, before any conversion.
+        os.makedirs(export_base, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(config_dir, ignore_errors=True)
+        os.makedirs(config_dir)
+    # Every write below (SavedModel, TFLite files, summary, the final rename) names the
+    # folder when it is refused.
+    with writing_to(export_base, "the encoder export (--export_dir)"):
+        try:
+            # The asset's basename is kept: assets/msss_config.json.
+            config_file = os.path.join(config_dir, CONFIG_FILENAME)
+            if run_config is not None:
+                shutil.copyfile(run_config, config_file)
+            else:
+                embedder.config.save(config_dir)
+            module = EncoderServingModule(embedder, config_asset=config_file)
+            tf.saved_model.save(module, staging, signatures=module.signatures())
+            saved_seconds = time.time() - started
+
+            tflite_paths, tflite_seconds, parity, quantisation = {}, {}, {}, {}
+            if tflite:
+                os.makedirs(os.path.join(staging, TFLITE_DIR))
+                check_windows = representative_windows(embedder.config, representative_audio,
+                                                       max_windows=16, seed=1)
+            for variant in tflite:
+                t0 = time.time()
+                content, quantisation[variant] = convert_window_tflite_info(
+                    embedder, variant, representative_audio=representative_audio)
+                path = os.path.join(staging, TFLITE_DIR, f"encoder_{variant}.tflite")
+                with open(path, "wb") as f:
+                    f.write(content)
+                assert_no_flex(path)
+                tflite_paths[variant] = os.path.join(export_dir, TFLITE_DIR,
+                                                     f"encoder_{variant}.tflite")
+                tflite_seconds[variant] = round(time.time() - t0, 1)
+                parity[variant] = tflite_parity(path, embedder, check_windows)
+
+            summary = {
+                "format": "msss-tf encoder export 1",
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"),
+                "source": source,
+                "version": version,
+                "sample_rate": embedder.sample_rate,
+                "embedding_size": embedder.scene_embedding_size,
+                "hop_ms": embedder.hop_ms,
+                "window_samples": embedder.config.segment_samples,
+                "signatures": {
+                    "serving_default": {
+                        "inputs": {"waveform": "float32 [batch, samples]"},
+                        "outputs": {"scene_embedding": "float32 [batch, D]",
+                                    "timestamp_embeddings": "float32 [batch, T, D]",
+                                    "timestamps_ms": "float32 [batch, T]"}},
+                    "window": {
+                        "inputs": {"waveform":
+                                   f"float32 [batch, {embedder.config.segment_samples}]"},
+                        "outputs": {"embedding": "float32 [batch, D]",
+                                    "frames": "float32 [batch, 3, D]"}},
+                },
+                "tflite": {
+                    variant: {"file": os.path.join(TFLITE_DIR, f"encoder_{variant}.tflite"),
+                              "input": f"waveform float32 [1, {embedder.config.segment_samples}]",
+                              "outputs": ["embedding [1, D]", "frames [1, 3, D]"],
+                              "quantization": _VARIANT_NOTES[variant],
+                              **({"kept_float": quantisation[variant]} if quantisation[variant]
+                                 else {}),
+                              "parity_vs_keras": parity[variant],
+                              "seconds": tflite_seconds[variant]}
+                    for variant in tflite
+                },
+                "seconds": {"saved_model": round(saved_seconds, 1),
+                            "total": round(time.time() - started, 1)},
+            }
+            sizes = _file_sizes(staging)
+            summary["sizes"] = sizes
+            summary["saved_model_bytes"] = sum(
+                size for name, size in sizes.items() if not name.startswith(TFLITE_DIR + os.sep))
+            with open(os.path.join(staging, SUMMARY_FILENAME), "w") as f:
+                json.dump(summary, f, indent=2)
+                f.write("\n")
+            sizes[SUMMARY_FILENAME] = os.path.getsize(os.path.join(staging, SUMMARY_FILENAME))
+
+            if os.path.exists(export_dir):  # overwrite: move the old one aside, then swap
+                old = os.path.join(export_base, f".{version}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(export_dir, old)
+                os.replace(staging, export_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, export_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(config_dir, ignore_errors=True)
     return {
         "export_dir": export_dir,
         "version": version,

@@ -76,3 +76,45 @@ def test_unknown_field_and_bad_file(tmp_path):
         MSSSConfig.load(str(tmp_path))
     with pytest.raises(FileNotFoundError):
         MSSSConfig.load(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("log_offset", "abc", "a number"),
+    ("log_offset", float("nan"), "a finite number"),
+    ("learning_rate", None, "a number"),
+    ("batch_size", "8", "an integer"),
+    ("batch_size", 2.5, "an integer"),
+    ("segment_frames", True, "an integer"),
+    ("log_compress", "yes", "true or false"),
+    ("similarity", 3, "a string"),
+    ("losses", "clip", "a list of loss names"),
+    ("losses", 5, "a list of loss names"),
+])
+def test_every_field_type_is_checked_with_a_message_naming_it(field, value, expected):
+    with pytest.raises(ValueError) as caught:
+        MSSSConfig.from_dict({field: value})
+    message = str(caught.value)
+    assert message.startswith(f"MSSSConfig.{field}={value!r}: must be {expected}"), message
+    assert f"got a {type(value).__name__}" in message and "default" in message
+
+
+def test_numbers_from_json_and_numpy_become_python_numbers():
+    import numpy as np
+
+    config = MSSSConfig.from_dict({"batch_size": np.int64(8), "segment_frames": 96.0,
+                                   "log_offset": np.float32(0.5), "log_compress": np.bool_(0)})
+    assert (config.batch_size, config.segment_frames, config.log_compress) == (8, 96, False)
+    assert type(config.batch_size) is int and type(config.log_offset) is float
+    assert MSSSConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match="expected an object of fields"):
+        MSSSConfig.from_json("[1, 2]")
+
+
+def test_cli_set_with_a_bad_value_names_the_field(capsys):
+    from msss_tf import cli
+
+    assert cli.main(["msss-tf", "pretrain", "--model_dir=never/written",
+                     "--set=log_offset=abc"]) == 2
+    err = capsys.readouterr().err
+    assert "error: MSSSConfig.log_offset='abc': must be a number, got a str" in err
+    assert "not supported between" not in err

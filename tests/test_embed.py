@@ -106,6 +106,22 @@ def test_load_errors_name_the_path(tmp_path):
         load_msss_model(str(bad))
 
 
+@pytest.mark.parametrize("content", [b"garbage bytes " * 64, b"PK\x03\x04 truncated", b""])
+def test_a_corrupt_keras_file_cannot_be_loaded_and_is_not_called_missing(tmp_path, content):
+    from msss_tf import hear
+
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(content)
+    for load in (load_msss_model, hear.load_model):
+        with pytest.raises(ValueError) as caught:
+            load(str(bad))
+        message = str(caught.value)
+        assert message.startswith(f"{bad}: cannot load an MSSS model"), message
+        assert "not found" not in message.lower(), message
+    with pytest.raises(ValueError, match="cannot load"):  # a run directory's model.keras
+        load_msss_model(str(tmp_path))
+
+
 def test_batch_norm_calibration_sets_statistics_and_keeps_weights():
     import keras
 

@@ -328,6 +328,31 @@ def test_bad_inputs_give_clear_errors(exported):
             embed(np.zeros((1, 2, 16000), np.float32))
 
 
+def test_window_signature_says_it_takes_15600_samples(tmp_path):
+    """The saved `window` signature declares [batch, 15600], but its callers (TF Serving,
+    `signatures["window"]`) are not held to it: 16000 samples used to fail in a reshape
+    deep in the encoder. A small module, saved alone (no TFLite: seconds)."""
+    from msss_tf.export import EncoderServingModule
+
+    embedder = Embedder.random_init(CONFIG, seed=3)
+    module = EncoderServingModule(embedder)
+    tf.saved_model.save(module, str(tmp_path / "sm"), signatures=module.signatures())
+    window = tf.saved_model.load(str(tmp_path / "sm")).signatures["window"]
+    for samples in (16000, 15599):
+        with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+            window(waveform=tf.zeros([2, samples]))
+        message = caught.value.message
+        assert "window: each row must hold exactly 15600 samples" in message, message
+        assert "serving_default" in message and str(samples) in message
+        assert "Reshape" not in message
+    windows = clips(1.0, n=2)[:, :CONFIG.segment_samples]
+    out = window(waveform=tf.constant(windows))  # the right length still works
+    np.testing.assert_allclose(out["frames"].numpy(),
+                               embedder.window_frames_tf(tf.constant(windows)).numpy(),
+                               atol=1e-5)
+    assert window.structured_input_signature[1]["waveform"].shape.as_list() == [None, 15600]
+
+
 def test_truncated_and_foreign_models_name_the_path(exported, tmp_path):
     short = tmp_path / "short.tflite"
     short.write_bytes(open(exported["tflite"]["float32"], "rb").read()[:20000])

@@ -211,3 +211,129 @@ def test_results_are_written_after_every_task(tmp_path, monkeypatch):
     saved = json.load(open(tmp_path / "results.json"))["results"]
     assert {(r["task"], r["split"], r["value"]) for r in saved} == {
         ("first", "test", 0.75), ("first", "valid", 0.5)}
+
+
+# ------------------------------------------------------- the embedding cache (issue 14)
+def _cache_files(cache_dir, task, split):
+    (folder,) = [root for root, _, files in os.walk(cache_dir)
+                 if f"{split}.npz" in files and os.path.basename(os.path.dirname(root)) == task]
+    return os.path.join(folder, f"{split}.npz"), os.path.join(folder, f"{split}.json")
+
+
+def _assert_same_split(a, b):
+    assert a["ids"] == b["ids"] and a["labels"] == b["labels"]
+    assert set(a) == set(b)
+    for key in ("x", "timestamps_ms"):
+        if key in a:
+            assert len(a[key]) == len(b[key])
+            for u, v in zip(a[key], b[key]):
+                np.testing.assert_array_equal(u, v)
+                assert np.asarray(u).dtype == np.asarray(v).dtype == np.float32
+
+
+@pytest.mark.parametrize("make_task", [scene_task, event_task])
+def test_cached_and_fresh_embeddings_are_equal_and_the_cache_holds_no_pickle(
+        make_task, tmp_path):
+    import warnings
+
+    embedder = SpectrumEmbedder()
+    task = make_task()
+    uncached = embed_split(embedder, task, "test", None, progress=False)
+    fresh = embed_split(embedder, task, "test", str(tmp_path), progress=False)
+    calls = embedder.calls
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an intact entry is used without a word
+        cached = embed_split(embedder, task, "test", str(tmp_path), progress=False)
+    assert embedder.calls == calls
+    _assert_same_split(fresh, cached)
+    _assert_same_split(uncached, cached)
+    npz, sidecar = _cache_files(tmp_path, task.name, "test")
+    with np.load(npz, allow_pickle=False) as archive:  # no object array anywhere
+        assert all(archive[name].dtype != object for name in archive.files)
+    meta = json.load(open(sidecar))
+    assert meta["source"] == task.source and meta["task"] == task.name
+    assert len(meta["fingerprint"]) == 16 and len(meta["npz_sha256"]) == 64
+    assert meta["ids"] == fresh["ids"] and meta["arrays"]["x"]["dtype"] == "float32"
+
+
+class _Payload:
+    """Unpickling it creates the marker file: proof that pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _plant_old_format(npz, sidecar, marker):
+    os.remove(sidecar)  # the old format: one pickled dict, no sidecar
+    np.savez(npz, data=np.array([_Payload(marker)], dtype=object))
+
+
+def _plant_object_array_with_a_valid_sidecar(npz, sidecar, marker):
+    """A foreign entry that passes every check before the arrays are read: the right
+    fingerprint, and a checksum computed over the planted file."""
+    import hashlib
+
+    np.savez(npz, x=np.array([_Payload(marker)], dtype=object))
+    meta = json.load(open(sidecar))
+    meta["npz_sha256"] = hashlib.sha256(open(npz, "rb").read()).hexdigest()
+    json.dump(meta, open(sidecar, "w"))
+
+
+def _truncate(npz, sidecar, marker):
+    data = open(npz, "rb").read()
+    open(npz, "wb").write(data[:len(data) // 2])
+
+
+def _bad_json(npz, sidecar, marker):
+    open(sidecar, "w").write('{"format": "msss-tf embedding cache 2", "ids": [')
+
+
+def _foreign_fingerprint(npz, sidecar, marker):
+    meta = json.load(open(sidecar))
+    meta["fingerprint"] = "0123456789abcdef"
+    json.dump(meta, open(sidecar, "w"))
+
+
+def _wrong_shape(npz, sidecar, marker):
+    meta = json.load(open(sidecar))
+    meta["arrays"]["x"]["shape"][1] += 1
+    json.dump(meta, open(sidecar, "w"))
+
+
+def _edited_labels(npz, sidecar, marker):
+    meta = json.load(open(sidecar))
+    meta["labels"][0] = [3]
+    json.dump(meta, open(sidecar, "w"))
+
+
+@pytest.mark.parametrize("damage, why", [
+    (_plant_old_format, "no JSON sidecar"),
+    (_plant_object_array_with_a_valid_sidecar, "without pickle"),
+    (_truncate, "checksum mismatch"),
+    (_bad_json, "unreadable JSON"),
+    (_foreign_fingerprint, "fingerprint"),
+    (_wrong_shape, "the sidecar says"),
+    (_edited_labels, "ids and labels"),
+])
+def test_a_corrupt_or_foreign_cache_entry_is_recomputed_never_trusted(damage, why, tmp_path):
+    from msss_tf.probe import CacheWarning
+
+    embedder = SpectrumEmbedder()
+    fresh = embed_split(embedder, scene_task(), "test", str(tmp_path), progress=False)
+    npz, sidecar = _cache_files(tmp_path, "tones", "test")
+    marker = tmp_path / "pickle_ran"
+    damage(npz, sidecar, marker)
+    calls = embedder.calls
+    with pytest.warns(CacheWarning, match=why) as caught:
+        again = embed_split(embedder, scene_task(), "test", str(tmp_path), progress=False)
+    assert "test.npz" in str(caught[0].message) or "test.json" in str(caught[0].message)
+    assert "recomputing" in str(caught[0].message)
+    assert not marker.exists(), "a pickle in the cache was executed"
+    assert embedder.calls > calls  # recomputed, not read
+    _assert_same_split(fresh, again)
+    calls = embedder.calls  # and rewritten: the next run reads it
+    embed_split(embedder, scene_task(), "test", str(tmp_path), progress=False)
+    assert embedder.calls == calls
