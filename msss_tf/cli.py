@@ -561,14 +561,17 @@ def run_embed(fv, files=()):
         padded[i, :len(t)] = e
         padded_ts[i, :len(t)] = t
     out = fv.out if fv.out.endswith(".npz") else fv.out + ".npz"
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, ids=np.array(ids), scene_embeddings=np.stack(scenes),
-                 timestamp_embeddings=padded, timestamps_ms=padded_ts,
-                 num_timestamps=np.array([len(t) for t in stamps], np.int64),
-                 skipped=np.array(skipped, dtype=str), model=np.array(fv.model))
-    os.replace(tmp, out)
+    from msss_tf.export import writing_to
+
+    with writing_to(os.path.dirname(os.path.abspath(out)), "the embeddings (--out)"):
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        tmp = out + ".tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, ids=np.array(ids), scene_embeddings=np.stack(scenes),
+                     timestamp_embeddings=padded, timestamps_ms=padded_ts,
+                     num_timestamps=np.array([len(t) for t in stamps], np.int64),
+                     skipped=np.array(skipped, dtype=str), model=np.array(fv.model))
+        os.replace(tmp, out)
     print(f"embedded {len(ids)} file(s), skipped {len(skipped)}: {out}")
     return 0
 
@@ -695,7 +698,8 @@ def main(argv=None) -> int:
         _import_tensorflow_quietly()
     try:
         return run(fv, positional) if command == "embed" else run(fv)
-    except (UsageError, ValueError, FileNotFoundError, MissingPackageError) as e:
+    except (UsageError, ValueError, FileNotFoundError, MissingPackageError,
+            PermissionError) as e:
         print(f"msss-tf {command}: error: {e}", file=sys.stderr)
         return 2
 

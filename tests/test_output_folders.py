@@ -149,3 +149,27 @@ def test_probe_outputs_in_a_read_only_folder(tmp_path, read_only, monkeypatch):
         embed_split(embedder, scene_task(), "test", cache_dir=out, progress=False)
     with pytest.raises(OutputFolderError, match=f"folder {out} "):
         write_results([], out)
+
+
+def test_embed_cli_into_a_read_only_folder_names_it(tmp_path, read_only, monkeypatch, capsys):
+    import soundfile as sf
+
+    from msss_tf import cli, hear
+
+    class FakeEmbedder:
+        sample_rate = 16000
+
+        def scene_embeddings(self, audio):
+            return np.ones((len(audio), 4), np.float32)
+
+        def timestamp_embeddings(self, audio):
+            return np.ones((len(audio), 2, 4), np.float32), np.zeros((len(audio), 2), np.float32)
+
+    monkeypatch.setattr(hear, "load_embedder", lambda path: FakeEmbedder())
+    clip = tmp_path / "a.wav"
+    sf.write(str(clip), 0.1 * np.sin(np.arange(16000) / 5.0), 16000)
+    out_dir = read_only(tmp_path / "locked")
+    code = cli.main(["msss-tf", "embed", "--model=any", f"--out={out_dir}/e.npz", str(clip)])
+    err = capsys.readouterr().err
+    assert code == 2 and "locked" in err and "--out" in err
+    assert "Traceback" not in err
