@@ -113,6 +113,7 @@ def _gpu_check(env_overrides, tmp_path):
                           text=True)
 
 
+@pytest.mark.slow  # the default run stays under 6 minutes
 def test_gpu_check_fails_clearly_without_a_gpu(tmp_path):
     proc = _gpu_check({}, tmp_path)
     assert proc.returncode == 2

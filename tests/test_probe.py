@@ -110,6 +110,7 @@ def test_scene_probe_learns_separable_classes_and_caches(tmp_path):
     assert again["x"].shape == (16, 32) and again["labels"][0] == [0]
 
 
+@pytest.mark.slow  # the default run stays under 6 minutes
 def test_event_probe_finds_the_onsets(tmp_path):
     result = probe_task(event_task(), SpectrumEmbedder(), FAST, progress=False)
     assert result.metrics["event_onset_fscore"] > 0.8, result
