@@ -382,19 +382,26 @@ def run_prepare(fv):
 
 
 def run_pretrain(fv):
+    import shlex
+
     from msss_tf.pretrain import pretrain, resolve_config
-    from msss_tf.reliability import NonFiniteLossError
+    from msss_tf.reliability import NonFiniteLossError, TrainingAborted, TrainingInterrupted
 
     _require(fv, "model_dir")
     config, explicit = config_from_flags(fv)
     config = resolve_config(fv.model_dir, config, explicit)
+    # The command line of the flags given, to say how to repeat it (resume).
+    command = " ".join(["msss-tf", "pretrain"] + [
+        shlex.quote(word) for name in fv if fv[name].present and name == fv[name].name
+        and name not in ("help", "verbose") for word in fv[name].serialize().split("\n")])
     try:
         result = pretrain(
             config,
             data=fv.data,
             model_dir=fv.model_dir,
             train_steps=fv.train_steps,
-            steps_per_epoch=fv.steps_per_epoch,
+            # Not given: the run's recorded epoch length (a resume keeps it), else 100.
+            steps_per_epoch=fv.steps_per_epoch if fv["steps_per_epoch"].present else None,
             synthetic_clips=fv.synthetic_clips,
             log_every=fv.log_every,
             strategy=fv.strategy,
@@ -403,10 +410,23 @@ def run_pretrain(fv):
             view_batching=fv.view_batching,
             sync_batch_norm=fv.sync_batch_norm,
             on_nonfinite=fv.on_nonfinite,
+            command=command,
         )
     except NonFiniteLossError as e:
         print(f"msss-tf pretrain: stopped: {e}", file=sys.stderr)
         return 3
+    except TrainingInterrupted as e:
+        print(f"\nmsss-tf pretrain: {e}. To resume, run the same command again: {command}",
+              flush=True)
+        return e.exit_code
+    except TrainingAborted as e:
+        print(f"\nmsss-tf pretrain: {e}; the run keeps its last saved state. To resume, run "
+              f"the same command again: {command}", flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:  # before pretrain() took the signals over
+        print(f"\nmsss-tf pretrain: interrupted. To resume, run the same command again: "
+              f"{command}", flush=True)
+        return 130
     _print_pretrain_summary(result, fv.model_dir)
     return 0
 
@@ -608,9 +628,13 @@ def _require(fv, *names):
 
 
 def _print_pretrain_summary(result, model_dir):
-    print(f"\ntrained {result.epochs_run} epoch(s) this run, {result.steps} steps in all, "
-          f"in {result.seconds:.0f} s")
-    rows = [(k, v[-1]) for k, v in sorted(result.history.items()) if v]
+    if result.steps_this_run:
+        print(f"\ntrained {result.steps_this_run} step(s) in {result.epochs_run} epoch(s) this "
+              f"run, {result.steps} steps in all, in {result.seconds:.0f} s")
+    else:
+        print(f"\nnothing to train: {model_dir} already holds {result.steps} steps "
+              f"(--train_steps); ask for more to continue it")
+    rows = sorted(result.final_metrics.items())
     if rows:
         print("final metrics:")
         for name, value in rows:

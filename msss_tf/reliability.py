@@ -19,16 +19,28 @@ in any `model.fit`:
 * `RunLog`: `train_log.jsonl` in the run directory, one JSON object per event: "start"
   (initial epoch, optimiser step, fingerprints of the restored state), "epoch_end" (after
   the epoch's backup is committed), "nonfinite" (a skipped or fatal step).
+* `GracefulStop` + `StopAtStep`: SIGINT (Ctrl-C) and SIGTERM (schedulers) only set a
+  flag; `StopAtStep` ends `fit` at the next step boundary, where the epoch-end callbacks
+  commit the state of that step (checkpoint, backup), and the caller raises
+  `TrainingInterrupted`. A second signal raises `TrainingAborted` at once. `StopAtStep`
+  also ends `fit` when the optimiser reaches the step budget, so the last epoch may be
+  shorter and the step count is exact.
+* Step numbers: "step N" in messages, `train_log.jsonl` ("fit_step") and the test hook is
+  the N-th batch of the run, counted across resumes (the backup records it as "batches");
+  the optimiser's own count ("optimizer_step", backup "step") leaves out undone steps.
 * Test hooks: the environment variable `MSSS_TF_TEST_PAUSE` ("step:N" or
   "checkpoint:E") makes a run stop and sleep right after global step N, or after epoch
   E's checkpoint is written but before it is renamed, after touching
-  `<model_dir>/.test-paused`; tests SIGKILL the process there. Unset in normal use.
+  `<model_dir>/.test-paused`; tests SIGKILL the process there, or send it SIGINT/SIGTERM
+  (a caught signal ends the pause). Unset in normal use.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 from typing import Optional
 
@@ -67,34 +79,173 @@ class NonFiniteLossError(FloatingPointError):
             f"Lower the learning rate, or pass --on_nonfinite=skip to drop such steps.")
 
 
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped at a step boundary after SIGINT or SIGTERM; the state at that step
+    is committed (backup/ and a checkpoint) when `committed`, and the same command resumes.
+
+    Attributes: signum, step (optimiser steps the run holds), train_steps (asked for),
+    model_dir, committed, exit_code (128 + signum: 130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, step: int, train_steps: int, model_dir: str,
+                 committed: bool = True):
+        self.signum, self.step, self.train_steps = signum, step, train_steps
+        self.model_dir, self.committed = model_dir, committed
+        self.exit_code = 128 + signum
+        where = (f"the state at step {step} is saved in {model_dir}" if committed
+                 else f"{model_dir} holds {step} steps, as before")
+        super().__init__(f"interrupted by {signal_name(signum)} at step {step} of "
+                         f"{train_steps}; {where}")
+
+
+class TrainingAborted(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: training was abandoned at once, mid-step. The run holds
+    its last committed state (the same command resumes from it). exit_code: 128 + signum."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"aborted by a second {signal_name(signum)}")
+
+
+# ---------------------------------------------------------------------------- signals
+_ACTIVE_STOPS = []  # the GracefulStop blocks now open, innermost last
+
+
+def stop_requested() -> bool:
+    """Whether the innermost open `GracefulStop` has caught a signal."""
+    return bool(_ACTIVE_STOPS) and _ACTIVE_STOPS[-1].requested
+
+
+class GracefulStop:
+    """A `with` block in which SIGINT and SIGTERM ask training to stop instead of killing it.
+
+    The first signal only records itself (`signum`, `requested`) and says so on stderr;
+    `StopAtStep` then ends `fit` at the next step boundary. A second signal raises
+    `TrainingAborted` wherever the main thread is (every file is written atomically, so
+    the run keeps its last committed state). The previous handlers come back on exit.
+    Outside the main thread (Python installs handlers there only) or with
+    `enabled=False`, no handler is installed and `requested` stays False.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.signum = None
+        self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self):
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        _ACTIVE_STOPS.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous = {}
+        if self in _ACTIVE_STOPS:
+            _ACTIVE_STOPS.remove(self)
+        return False
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise TrainingAborted(signum)
+        self.signum = signum
+        # os.write, not print: the handler may run while the main thread is inside a
+        # print to the same stream (a buffered writer refuses re-entry).
+        os.write(2, (f"\nmsss-tf: {signal_name(signum)} received: stopping after this step "
+                     f"and saving it; send it again (Ctrl-C) to abort at once\n").encode())
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Ends `fit` at a step boundary: once the optimiser has taken `target_step` steps
+    (so the last epoch may be shorter than `steps_per_epoch` and the count is exact), or
+    once `stop` (a `GracefulStop`) has caught a signal. Keras then runs the epoch-end
+    callbacks for that partial epoch: the checkpoint and the backup commit the state of
+    that step, which a resumed run continues from.
+
+    Put it after the checkpoint and backup callbacks (and after the test hooks).
+    """
+
+    def __init__(self, target_step: int, stop: Optional[GracefulStop] = None):
+        super().__init__()
+        self.target_step = target_step
+        self.stop = stop
+
+    def _optimizer_step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_begin(self, logs=None):
+        held = self._optimizer_step()  # after the backup was restored
+        if held > self.target_step:
+            raise ValueError(f"the restored run holds {held} optimizer steps, more than the "
+                             f"{self.target_step} asked for; ask for --train_steps={held} "
+                             f"or more, or use a new --model_dir")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.stop is not None and self.stop.requested) or \
+                self._optimizer_step() >= self.target_step:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stop is not None and self.stop.requested:
+            self.model.stop_training = True
+
+
 # ------------------------------------------------------------------------------ hooks
 def _test_pause(kind: str, number: int, marker_dir: str) -> None:
-    """Sleeps (until killed) if MSSS_TF_TEST_PAUSE asks to pause at (kind, number)."""
+    """Sleeps (until killed, or until a caught SIGINT/SIGTERM asks to stop) if
+    MSSS_TF_TEST_PAUSE asks to pause at (kind, number)."""
     wanted = os.environ.get(TEST_PAUSE_ENV, "")
     if wanted != f"{kind}:{number}":
         return
     with open(os.path.join(marker_dir, TEST_PAUSE_MARKER), "w") as f:
         f.write(wanted)
-    time.sleep(600)
+    deadline = time.time() + 600
+    while time.time() < deadline and not stop_requested():
+        time.sleep(0.05)
 
 
-class _PauseAtStep(keras.callbacks.Callback):
-    def __init__(self, steps_per_epoch: int, marker_dir: str):
+class _StepCounter(keras.callbacks.Callback):
+    """Counts batches: `step` is the run's global step (`initial_step` at the start of this
+    process, +1 per batch, over every `fit` this callback takes part in)."""
+
+    def __init__(self, initial_step: int = 0):
         super().__init__()
-        self.steps_per_epoch, self.marker_dir = steps_per_epoch, marker_dir
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+        self.step = int(initial_step)
 
     def on_train_batch_end(self, batch, logs=None):
-        _test_pause("step", self._epoch * self.steps_per_epoch + batch + 1, self.marker_dir)
+        self.step += 1
 
 
-def test_hook_callbacks(steps_per_epoch: int, model_dir: str) -> list:
+class _PauseAtStep(_StepCounter):
+    def __init__(self, marker_dir: str, initial_step: int = 0):
+        super().__init__(initial_step)
+        self.marker_dir = marker_dir
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        _test_pause("step", self.step, self.marker_dir)
+
+
+def test_hook_callbacks(model_dir: str, initial_step: int = 0) -> list:
     """The pause-at-step callback when MSSS_TF_TEST_PAUSE asks for one, else []."""
     if os.environ.get(TEST_PAUSE_ENV, "").startswith("step:"):
-        return [_PauseAtStep(steps_per_epoch, model_dir)]
+        return [_PauseAtStep(model_dir, initial_step)]
     return []
 
 
@@ -169,13 +320,22 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     Layout of `backup_dir`: `epoch-NNNNNN.weights.h5` (model and optimiser variables, the
     current one and the previous one) and `training_metadata.json` = {"epoch": E,
-    "batch": 0, "weights": <file name>, "step": <optimiser iterations>}. The JSON names the
-    weights file, so the pair is switched in one atomic rename. A backup written by Keras'
-    own callback (latest.weights.h5, no "weights" key) is still restored.
+    "batch": 0, "weights": <file name>, "step": <optimiser iterations>, "batches": <batches
+    run in all, undone ones included>}. The JSON names the weights file, so the pair is
+    switched in one atomic rename. A backup written by Keras' own callback
+    (latest.weights.h5, no "weights" key) is still restored.
+
+    E counts committed epochs; an epoch cut short (the step budget's last one, or a stop
+    on a signal) is committed like a whole one, so read the step counts, not E * epoch
+    length. `initial_batches`: the "batches" of the backup this run starts from.
     """
 
-    def __init__(self, backup_dir: str):
+    def __init__(self, backup_dir: str, initial_batches: int = 0):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.batches = int(initial_batches)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
 
     def on_train_begin(self, logs=None):
         meta = read_backup_metadata(self.backup_dir)
@@ -202,7 +362,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         step = int(self.model.optimizer.iterations.numpy()) if self.model.optimizer else None
         write_json_atomically(os.path.join(self.backup_dir, METADATA), {
             "epoch": self._current_epoch, "batch": 0, "weights": name, "step": step,
-            "previous": previous, "time": time.time()})
+            "batches": self.batches, "previous": previous, "time": time.time()})
         keep = {name, previous}
         for old in os.listdir(self.backup_dir):
             if old not in keep and (old.endswith(".weights.h5") or old.endswith(".bkp")):
@@ -258,7 +418,7 @@ def install_nonfinite_skip(model: keras.Model) -> tf.Variable:
     return counter
 
 
-class NonFiniteGuard(keras.callbacks.Callback):
+class NonFiniteGuard(_StepCounter):
     """Watches every step's loss: with policy "stop" a non-finite loss raises
     `NonFiniteLossError` at once (inside `fit`, so no epoch-end callback saves anything
     of that epoch); with "skip" (after `install_nonfinite_skip`) the undone steps are
@@ -267,15 +427,15 @@ class NonFiniteGuard(keras.callbacks.Callback):
     run too, so a bad state is never saved.
 
     Attributes: skipped_steps (global step numbers undone), stopped (the error, if any).
+    `initial_step`: the run's global step (batches run, see the module docstring) at start.
     """
 
-    def __init__(self, policy: str, steps_per_epoch: int, checkpoint_dir: str,
-                 max_consecutive_skips: int = 10, run_log: Optional["RunLog"] = None):
-        super().__init__()
+    def __init__(self, policy: str, checkpoint_dir: str, max_consecutive_skips: int = 10,
+                 run_log: Optional["RunLog"] = None, initial_step: int = 0):
+        super().__init__(initial_step)
         if policy not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite={policy!r}: must be one of {NONFINITE_POLICIES}")
         self.policy = policy
-        self.steps_per_epoch = steps_per_epoch
         self.checkpoint_dir = checkpoint_dir
         self.max_consecutive_skips = max_consecutive_skips
         self.run_log = run_log
@@ -298,8 +458,9 @@ class NonFiniteGuard(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
         logs = logs or {}
-        step = self._epoch * self.steps_per_epoch + batch + 1
+        step = self.step
         if self.policy == "skip" and "nonfinite_skipped" in logs:
             total = int(np.asarray(logs["nonfinite_skipped"]))
             if total > self._skipped_total:
@@ -321,7 +482,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if not _all_finite(self.model.weights):
-            self._stop((epoch + 1) * self.steps_per_epoch, "weights")
+            self._stop(self.step, "weights")
 
 
 # -------------------------------------------------------------------------------- log
@@ -330,14 +491,14 @@ def _fingerprint(variables) -> float:
     return float(sum(np.abs(np.asarray(v.numpy(), np.float64)).sum() for v in variables))
 
 
-class RunLog(keras.callbacks.Callback):
+class RunLog(_StepCounter):
     """Appends one JSON line per event to `path` (see the module docstring). Put it
-    after the backup callback: its "epoch_end" means the epoch is committed."""
+    after the backup callback: its "epoch_end" means the epoch is committed.
+    `initial_step`: the run's global step (batches run) at start."""
 
-    def __init__(self, path: str, steps_per_epoch: int):
-        super().__init__()
+    def __init__(self, path: str, initial_step: int = 0):
+        super().__init__(initial_step)
         self.path = path
-        self.steps_per_epoch = steps_per_epoch
 
     def event(self, kind: str, **fields) -> None:
         record = {"event": kind, "time": round(time.time(), 3), "pid": os.getpid(), **fields}
@@ -354,11 +515,12 @@ class RunLog(keras.callbacks.Callback):
         }
 
     def on_train_begin(self, logs=None):
-        self.event("start", initial_epoch=int(self.model._initial_epoch or 0), **self._state())
+        self.event("start", initial_epoch=int(self.model._initial_epoch or 0),
+                   fit_step=self.step, **self._state())
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
-        self.event("epoch_end", epoch=epoch + 1, fit_step=(epoch + 1) * self.steps_per_epoch,
+        self.event("epoch_end", epoch=epoch + 1, fit_step=self.step,
                    loss=None if loss is None else float(np.asarray(loss)), **self._state())
 
 

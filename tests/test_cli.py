@@ -100,8 +100,11 @@ def test_pretrain_writes_run_and_resumes(tmp_path):
     assert summary["steps_this_run"] == 2 and summary["train_steps"] == 6
     import keras
 
+    import msss_tf.model  # noqa: F401 (registers MSSSModel for load_model)
+
     model = keras.models.load_model(model_dir / "model.keras")
     assert int(model.optimizer.iterations.numpy()) == 6
+    assert "trained 2 step(s) in 1 epoch(s) this run, 6 steps in all" in again.stdout
 
     # A different configuration on the same run directory is refused, naming the field.
     clash = run_cli(*args, "--losses=clip")

@@ -103,6 +103,8 @@ def _check_resumed_state(model_dir, killed_after_epoch):
 def test_sigkill_mid_epoch_then_resume(tmp_path):
     import keras
 
+    import msss_tf.model  # noqa: F401 (registers MSSSModel for load_model)
+
     model_dir = str(tmp_path / "run")
     args = _pretrain_args(model_dir)
     _run_until_paused(args, model_dir, "step:3", eager=True)  # after epoch 2's first batch
@@ -237,9 +239,34 @@ def test_nonfinite_steps_are_undone_with_skip(tmp_path, monkeypatch):
     assert summary["status"] == "completed" and summary["nonfinite_skipped_steps"] == [2]
     model = keras.models.load_model(model_dir / "model.keras")
     assert all(np.isfinite(w).all() for w in model.get_weights())
-    # The undone step did not count: 3 steps run, 2 applied (Adam's iterations included).
-    assert int(model.optimizer.iterations.numpy()) == 2
+    # The undone step did not count (Adam's iterations included): 4 batches ran for the
+    # 3 optimiser steps asked for.
+    assert int(model.optimizer.iterations.numpy()) == 3 == result.steps
     assert [e["step"] for e in read_run_log(model_dir) if e["event"] == "nonfinite"] == [2]
+    assert json.loads((model_dir / "backup" / "training_metadata.json").read_text())[
+        "batches"] == 4
+
+
+def test_undone_steps_do_not_count_towards_train_steps(tmp_path, monkeypatch):
+    """Eager twin of the test above: the budget is optimiser steps, so an undone step is
+    made up by one more batch (a second, one-step fit), and resuming counts both."""
+    from msss_tf.config import MSSSConfig
+    from msss_tf.pretrain import pretrain
+
+    _run_eagerly(monkeypatch)
+    _poison_batches(monkeypatch, [1])
+    model_dir = tmp_path / "run"
+    result = pretrain(MSSSConfig(**CLIP_ONLY), "synthetic", str(model_dir), train_steps=2,
+                      steps_per_epoch=2, synthetic_clips=16, verbose=0, on_nonfinite="skip")
+    assert int(result.model.optimizer.iterations.numpy()) == 2 == result.steps
+    assert result.epochs_run == 2  # 2 batches (1 undone), then 1 more
+    summary = json.loads((model_dir / "summary.json").read_text())
+    assert summary["nonfinite_skipped_steps"] == [2] and summary["train_steps"] == 2
+    meta = json.loads((model_dir / "backup" / "training_metadata.json").read_text())
+    assert (meta["step"], meta["batches"], meta["epoch"]) == (2, 3, 2)
+    events = read_run_log(model_dir)
+    assert [(e["fit_step"], e["optimizer_step"]) for e in events
+            if e["event"] == "epoch_end"] == [(2, 1), (3, 2)]
 
 
 # ----------------------------------------------------------------------- hostile corpora
