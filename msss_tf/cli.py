@@ -179,10 +179,12 @@ def _define_pretrain(fv):
                         "of audio, or a folder written by `msss-tf prepare`.", flag_values=fv)
     flags.DEFINE_string("model_dir", None, "Run directory: config, checkpoints, TensorBoard logs. "
                         "Starting again on the same directory resumes.", flag_values=fv)
-    flags.DEFINE_integer("train_steps", 1000, "Total optimiser steps (rounded up to whole "
-                         "epochs of --steps_per_epoch).", flag_values=fv)
+    flags.DEFINE_integer("train_steps", 1000, "Total optimiser steps the run holds at "
+                         "the end; exact (the last epoch may be shorter). On a resume, the "
+                         "total, not the steps to add.", flag_values=fv)
     flags.DEFINE_integer("steps_per_epoch", 100, "Steps per epoch: checkpoint and resume "
-                         "granularity.", flag_values=fv)
+                         "granularity; recorded with the run (a resume keeps it unless "
+                         "given).", flag_values=fv)
     flags.DEFINE_integer("synthetic_clips", 256, "Clips in the built-in corpus (--data=synthetic).",
                          flag_values=fv)
     flags.DEFINE_integer("log_every", 10, "TensorBoard logging interval in steps.", flag_values=fv)

@@ -137,11 +137,17 @@ def write_summary(model_dir: str, record: dict) -> dict:
 
 
 def latest_checkpoint(model_dir: str) -> Optional[str]:
-    """The final model if written, else the newest epoch checkpoint, else None."""
+    """The newest of the final model and the epoch checkpoints, else None.
+
+    An interrupted resume leaves checkpoints newer than an earlier run's final model:
+    those hold more training, so the newer file wins.
+    """
     final = os.path.join(model_dir, FINAL_MODEL)
-    if os.path.exists(final):
-        return final
-    return last_good_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+    checkpoint = last_good_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+    candidates = [p for p in (final, checkpoint) if p and os.path.exists(p)]
+    if not candidates:
+        return None
+    return max(candidates, key=os.path.getmtime)
 
 
 @dataclasses.dataclass
