@@ -125,9 +125,10 @@ def main(argv):
             model = MSSSModel(config)
             model(anchor[:2])  # builds the weights
         else:
-            epoch = step // record["steps_per_epoch"]
-            model = load_msss_model(os.path.join(FLAGS.run_dir, "checkpoints",
-                                                 f"epoch-{epoch:04d}.keras"))
+            name = f"epoch-{step // record['steps_per_epoch']:04d}.keras"
+            kept = os.path.join(FLAGS.run_dir, "kept", name)  # long_run's milestones
+            model = load_msss_model(kept if os.path.exists(kept) else
+                                    os.path.join(FLAGS.run_dir, "checkpoints", name))
         results["steps"][str(step)] = diagnose(model, anchor, positive, FLAGS.batch)
         print(step, json.dumps(results["steps"][str(step)], indent=1))
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)

@@ -48,6 +48,9 @@ flags.DEFINE_list("tasks", ["realistic_keywords", "realistic_pitch", "realistic_
 flags.DEFINE_string("out", "docs/results/long_run", "Prefix of the CSV, Markdown table and "
                     "plot (curve).")
 flags.DEFINE_integer("probe_epochs", 100, "Most epochs of each probe (curve).")
+flags.DEFINE_list("keep_steps", ["1000", "2000", "3000", "5000", "10000", "20000", "30000"],
+                  "Checkpoints kept in RUN_DIR/kept/ for the learning curve (the run itself "
+                  "keeps only its newest three) (train).")
 flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default); "
                      "1 lets two runs share 2 cores without contention (train).")
 
@@ -67,7 +70,27 @@ def recipe_config(losses, seed, overrides=()):
     return MSSSConfig(**fields)
 
 
+def keep_milestones(run_dir, steps_per_epoch, steps):
+    """Hard-links (or copies) the run's checkpoints at `steps` into RUN_DIR/kept/."""
+    import shutil
+
+    kept = os.path.join(run_dir, "kept")
+    os.makedirs(kept, exist_ok=True)
+    for step in steps:
+        if step % steps_per_epoch:
+            continue
+        name = f"epoch-{step // steps_per_epoch:04d}.keras"
+        source, target = os.path.join(run_dir, "checkpoints", name), os.path.join(kept, name)
+        if os.path.exists(source) and not os.path.exists(target):
+            try:
+                os.link(source, target)
+            except OSError:  # another file system
+                shutil.copyfile(source, target)
+
+
 def train(run_dir, corpus_dir):
+    import keras
+
     from msss_tf.pretrain import pretrain, resolve_config
 
     if FLAGS.threads:
@@ -86,8 +109,13 @@ def train(run_dir, corpus_dir):
     with open(os.path.join(run_dir, "long_run.json"), "w") as f:
         json.dump(record, f, indent=2)
     started = time.time()
+    keep = [int(v) for v in FLAGS.keep_steps]
+    milestones = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: keep_milestones(run_dir, FLAGS.steps_per_epoch, keep))
     result = pretrain(config, data=shards, model_dir=run_dir, train_steps=FLAGS.train_steps,
-                      steps_per_epoch=FLAGS.steps_per_epoch, verbose=2)
+                      steps_per_epoch=FLAGS.steps_per_epoch, verbose=2,
+                      extra_callbacks=[milestones])
+    keep_milestones(run_dir, FLAGS.steps_per_epoch, keep)  # the last epoch's, saved after
     print(f"trained to step {result.steps} in {time.time() - started:.0f} s: {run_dir}")
 
 
@@ -141,8 +169,11 @@ def curve_rows(run_dir, tasks, steps):
         if step % per_epoch:
             raise app.UsageError(f"--curve_steps: {step} is not a multiple of the run's "
                                  f"{per_epoch} steps per epoch")
-        path = os.path.join(run_dir, "checkpoints", f"epoch-{step // per_epoch:04d}.keras")
-        if os.path.exists(path):
+        name = f"epoch-{step // per_epoch:04d}.keras"
+        path = next((p for p in (os.path.join(run_dir, "kept", name),
+                                 os.path.join(run_dir, "checkpoints", name))
+                     if os.path.exists(p)), None)
+        if path:
             add("pre-trained", step, Embedder.from_path(path), f"step-{step:06d}")
     return rows
 

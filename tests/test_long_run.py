@@ -28,9 +28,11 @@ def test_train_resumes_and_the_curve_probes_each_checkpoint(tmp_path):
     run = tmp_path / "run"
     small = ["--width_coefficient=0.25", "--depth_coefficient=0.25", "--batch_size=4",
              "--steps_per_epoch=1", f"--run_dir={run}", f"--corpus_dir={corpus}"]
-    long_run("train", "--train_steps=1", *small)
-    long_run("train", "--train_steps=2", *small)  # resumes: one more epoch
+    long_run("train", "--train_steps=1", "--keep_steps=1,2", *small)
+    long_run("train", "--train_steps=2", "--keep_steps=1,2", *small)  # resumes: one more epoch
     assert sorted(os.listdir(run / "checkpoints")) == ["epoch-0001.keras", "epoch-0002.keras"]
+    assert sorted(os.listdir(run / "kept")) == ["epoch-0001.keras", "epoch-0002.keras"]
+    os.remove(run / "checkpoints" / "epoch-0001.keras")  # as the run's pruning would
 
     out = tmp_path / "curve" / "long_run"
     long_run("curve", f"--run_dirs={run}", "--curve_steps=0,1,2,50", "--tasks=synthetic_scene",
