@@ -11,7 +11,7 @@ For each checkpoint, on held-out segment pairs of the run's corpus:
   from the frame's position in the window, not from its content; a pitch loss that stays
   low reads the shift from the shifted view alone (its resampling artefacts), not from
   the relation of the two views. References: chance for the frame loss (ln of the
-  candidates per frame) and the loss of predicting the mean target for the pitch loss.
+  candidates per frame: T in the paper's form, B * T with the batch's negatives) and the loss of predicting the mean target for the pitch loss.
 * **batch norm.** Clip loss and accuracy with batch norm in inference mode (moving
   statistics, as probes and exports use it) and in training mode (batch statistics).
 * **collapse.** The effective rank (exp of the entropy of the normalised singular
@@ -81,7 +81,8 @@ def diagnose(model, anchor, positive, batch, seed=0):
             shifted = model.frame_head(enc_s)
             add("frame_loss_true_pairs", model.frame_loss(frames, shifted))
             add("frame_loss_mismatched", model.frame_loss(frames, tf.gather(shifted, other)))
-            add("frame_loss_chance", np.log(int(frames.shape[1])))
+            candidates = int(frames.shape[1]) * (batch if config.frame_negatives == "batch" else 1)
+            add("frame_loss_chance", np.log(candidates))
         if model.pitch_loss is not None:
             pa, ps = model.pitch_head(enc_a), model.pitch_head(enc_s)
             add("pitch_loss_true_pairs", model.pitch_loss(pa, ps, ratio))
