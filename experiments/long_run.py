@@ -39,7 +39,8 @@ flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (train).")
 flags.DEFINE_float("width_coefficient", 0.5, "Encoder width (train).")
 flags.DEFINE_float("depth_coefficient", 0.5, "Encoder depth (train).")
 flags.DEFINE_multi_string("set", [], "Other MSSSConfig fields, name=JSON value (train).")
-flags.DEFINE_list("run_dirs", None, "Runs to probe and plot together (curve).")
+flags.DEFINE_list("run_dirs", None, "Runs to probe and plot together; the untrained "
+                  "references come from the first (curve).")
 flags.DEFINE_list("curve_steps", ["0", "1000", "3000", "10000", "30000"], "Steps at which to "
                   "probe each run; 0 is the untrained encoder. Steps without a checkpoint "
                   "yet are left for a later call (curve).")
@@ -247,8 +248,11 @@ def main(argv):
             raise app.UsageError("--run_dirs is required")
         steps = [int(v) for v in FLAGS.curve_steps]
         rows = []
-        for run_dir in FLAGS.run_dirs:
-            rows += curve_rows(run_dir, FLAGS.tasks, steps)
+        for i, run_dir in enumerate(FLAGS.run_dirs):
+            # The untrained references (step 0) once, from the first run's configuration:
+            # the runs compared share the architecture and the seed of the initialisation.
+            rows += curve_rows(run_dir, FLAGS.tasks, steps if i == 0 else
+                               [s for s in steps if s])
         print(f"curve: {write_curve(rows, FLAGS.out)}.{{csv,md,png}}")
 
 
