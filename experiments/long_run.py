@@ -203,8 +203,8 @@ def write_curve(rows, out):
         for run in sorted({r["run"] for r in chosen}):
             points = sorted((r["step"], r["value"]) for r in chosen
                             if r["run"] == run and r["kind"] == "pre-trained")
-            start = [r["value"] for r in chosen if r["run"] == run
-                     and r["kind"] == "random init (BN calibrated)"]
+            start = [r["value"] for r in chosen
+                     if r["kind"] == "random init (BN calibrated)"][:1]  # the shared step 0
             points = [(0, v) for v in start] + points
             if points:
                 ax.plot(*zip(*points), marker="o", label=run)
