@@ -148,7 +148,10 @@ def curve_rows(run_dir, tasks, steps):
     with open(os.path.join(run_dir, "long_run.json")) as f:
         record = json.load(f)
     per_epoch = record["steps_per_epoch"]
-    run = f"{'+'.join(config.losses)} seed {config.seed}"
+    run = "+".join(config.losses)
+    if "frame" in config.losses and config.frame_negatives != "segment":
+        run += f" (frame negatives: {config.frame_negatives})"
+    run += f" seed {config.seed}"
     rows = []
 
     def add(kind, step, embedder, name):
