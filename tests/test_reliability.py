@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from msss_tf.reliability import (TEST_PAUSE_ENV, TEST_PAUSE_MARKER, NonFiniteLossError,
                                  read_run_log)
+from helpers import run_pretrain_eagerly
 
 SMALL = dict(width_coefficient=0.25, depth_coefficient=0.25, batch_size=4, learning_rate=1e-3)
 CLIP_ONLY = dict(SMALL, losses=("clip",))  # one loss: cheaper steps, same machinery
@@ -153,26 +154,7 @@ def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
 
 
 # --------------------------------------------------------------------------- non-finite
-def _run_eagerly(monkeypatch):
-    """Makes `pretrain` compile its model with run_eagerly=True: a few eager steps cost
-    seconds where tracing the train step costs a minute. (The callbacks, the checkpoints
-    and the guard are the same code in both modes.)"""
-    import msss_tf.pretrain as pretrain_module
-
-    real = pretrain_module.MSSSModel
-
-    def eager_model(*args, **kwargs):
-        model = real(*args, **kwargs)
-        compile_ = model.compile
-
-        def compile_eagerly(*args, **kwargs):
-            compile_(*args, **kwargs)
-            model.run_eagerly = True
-
-        model.compile = compile_eagerly  # this instance only: saving and loading unchanged
-        return model
-
-    monkeypatch.setattr(pretrain_module, "MSSSModel", eager_model)
+_run_eagerly = run_pretrain_eagerly  # tests/helpers.py
 
 
 def _poison_batches(monkeypatch, bad_batches):

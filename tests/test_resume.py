@@ -19,6 +19,7 @@ import pytest
 from msss_tf import cli
 from msss_tf.reliability import (TEST_PAUSE_ENV, TEST_PAUSE_MARKER, GracefulStop,
                                  TrainingAborted, TrainingInterrupted, read_run_log)
+from helpers import run_pretrain_eagerly
 
 SMALL = dict(width_coefficient=0.25, depth_coefficient=0.25, batch_size=4, learning_rate=1e-3,
              losses=("clip",))
@@ -26,25 +27,7 @@ SMALL_FLAGS = ["--width_coefficient=0.25", "--depth_coefficient=0.25", "--batch_
                "--learning_rate=1e-3", "--losses=clip"]
 
 
-def _run_eagerly(monkeypatch):
-    """`pretrain` compiles its model with run_eagerly=True: a step costs about a second
-    instead of a minute of tracing (callbacks, files and counters are the same code)."""
-    import msss_tf.pretrain as pretrain_module
-
-    real = pretrain_module.MSSSModel
-
-    def eager_model(*args, **kwargs):
-        model = real(*args, **kwargs)
-        compile_ = model.compile
-
-        def compile_eagerly(*args, **kwargs):
-            compile_(*args, **kwargs)
-            model.run_eagerly = True
-
-        model.compile = compile_eagerly
-        return model
-
-    monkeypatch.setattr(pretrain_module, "MSSSModel", eager_model)
+_run_eagerly = run_pretrain_eagerly  # tests/helpers.py
 
 
 def _pretrain(model_dir, train_steps, steps_per_epoch=None, **kwargs):

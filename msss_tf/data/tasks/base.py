@@ -245,3 +245,23 @@ def list_some(items, limit: int = 5) -> str:
     if len(items) > limit:
         shown += f" and {len(items) - limit} more"
     return shown
+
+
+# Named sizes of the built-in tasks: multipliers of their per-split sizes.
+SIZES = {"small": 1.0, "medium": 4.0, "large": 16.0}
+
+
+def resolve_scale(name: str, scale, size=None) -> float:
+    """A built-in task's size multiplier from `scale` (a number > 0 or a name in SIZES)
+    or its alias `size`; ValueError naming the task otherwise."""
+    if size is not None:
+        scale = size
+    if isinstance(scale, str):
+        if scale not in SIZES:
+            raise ValueError(f"{name}: unknown size {scale!r}; expected one of {list(SIZES)} "
+                             "or a positive number")
+        scale = SIZES[scale]
+    scale = float(scale)
+    if not scale > 0:
+        raise ValueError(f"{name}: scale={scale} must be positive")
+    return scale

@@ -38,10 +38,9 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from msss_tf.data.tasks.base import SPLITS, Example, InMemoryTask
+from msss_tf.data.tasks.base import SPLITS, Example, InMemoryTask, SIZES, resolve_scale
 
 REALISTIC_TASK_NAMES = ("realistic_keywords", "realistic_pitch", "realistic_events")
-SIZES = {"small": 1.0, "medium": 4.0, "large": 16.0}
 SAMPLE_RATE = 16000
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "one",
@@ -267,16 +266,7 @@ def realistic_task(name: str, scale=1.0, seed: int = 0, size=None) -> InMemoryTa
     Raises:
       MissingCorpusPackageError: when a split is built without the corpus extra.
     """
-    if size is not None:
-        scale = size
-    if isinstance(scale, str):
-        if scale not in SIZES:
-            raise ValueError(f"{name}: unknown size {scale!r}; expected one of {list(SIZES)} "
-                             "or a positive number")
-        scale = SIZES[scale]
-    scale = float(scale)
-    if not scale > 0:
-        raise ValueError(f"{name}: scale={scale} must be positive")
+    scale = resolve_scale(name, scale, size)
     seed = int(seed)
     _check_packages(name)
     source = f"built-in realistic task (scale={scale:g}, seed={seed})"

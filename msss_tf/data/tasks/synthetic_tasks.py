@@ -55,10 +55,9 @@ from msss_tf.data.synthetic import (
     _render_note,
     _wavetable,
 )
-from msss_tf.data.tasks.base import SPLITS, Example, InMemoryTask
+from msss_tf.data.tasks.base import SPLITS, Example, InMemoryTask, SIZES, resolve_scale
 
 SYNTHETIC_TASK_NAMES = ("synthetic_scene", "synthetic_pitch", "synthetic_events")
-SIZES = {"small": 1.0, "medium": 4.0, "large": 16.0}
 SAMPLE_RATE = 16000
 
 SCENE_CLASSES = ("melody", "chord", "siren", "tremolo", "bright_noise", "dark_noise",
@@ -346,16 +345,7 @@ def synthetic_task(name: str, scale=1.0, seed: int = 0, size=None) -> InMemoryTa
     Returns:
       An `InMemoryTask`.
     """
-    if size is not None:
-        scale = size
-    if isinstance(scale, str):
-        if scale not in SIZES:
-            raise ValueError(f"{name}: unknown size {scale!r}; expected one of {list(SIZES)} "
-                             "or a positive number")
-        scale = SIZES[scale]
-    scale = float(scale)
-    if not scale > 0:
-        raise ValueError(f"{name}: scale={scale} must be positive")
+    scale = resolve_scale(name, scale, size)
     seed = int(seed)
     source = f"built-in synthetic task (scale={scale:g}, seed={seed})"
     if name == "synthetic_scene":
