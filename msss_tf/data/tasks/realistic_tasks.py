@@ -38,7 +38,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from msss_tf.data.tasks.base import SPLITS, Example, InMemoryTask, SIZES, resolve_scale
+from msss_tf.data.tasks.base import SPLITS, Example, InMemoryTask, resolve_scale
 
 REALISTIC_TASK_NAMES = ("realistic_keywords", "realistic_pitch", "realistic_events")
 SAMPLE_RATE = 16000

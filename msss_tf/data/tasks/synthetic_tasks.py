@@ -55,7 +55,7 @@ from msss_tf.data.synthetic import (
     _render_note,
     _wavetable,
 )
-from msss_tf.data.tasks.base import SPLITS, Example, InMemoryTask, SIZES, resolve_scale
+from msss_tf.data.tasks.base import SPLITS, Example, InMemoryTask, resolve_scale
 
 SYNTHETIC_TASK_NAMES = ("synthetic_scene", "synthetic_pitch", "synthetic_events")
 SAMPLE_RATE = 16000
