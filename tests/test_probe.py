@@ -99,6 +99,7 @@ def test_frame_targets_and_multi_hot():
     np.testing.assert_array_equal(multi_hot([[0, 2], [1]], 3), [[1, 0, 1], [0, 1, 0]])
 
 
+@pytest.mark.slow  # the default run stays under 6 minutes
 def test_scene_probe_learns_separable_classes_and_caches(tmp_path):
     embedder = SpectrumEmbedder()
     result = probe_task(scene_task(), embedder, FAST, cache_dir=str(tmp_path), progress=False)

@@ -120,6 +120,7 @@ def test_train_steps_are_exact_and_a_resume_keeps_the_recorded_epoch_length(
     assert "--train_steps=4" in summary["invocations"][2]["command"]
 
 
+@pytest.mark.slow  # the default run stays under 6 minutes
 def test_another_steps_per_epoch_on_resume_applies_from_the_held_step(tmp_path, monkeypatch,
                                                                       capsys):
     # Steps are counted, not epochs: a new epoch length applies from the held step on and
@@ -236,6 +237,7 @@ def test_graceful_stop_flags_the_first_signal_aborts_on_the_second_and_restores(
     assert errors == [False]
 
 
+@pytest.mark.slow  # the default run stays under 6 minutes
 def test_sigint_and_sigterm_stop_at_a_step_and_the_rerun_completes_exactly(tmp_path,
                                                                              monkeypatch):
     _run_eagerly(monkeypatch)
