@@ -120,8 +120,9 @@ def train(run_dir, corpus_dir):
     print(f"trained to step {result.steps} in {time.time() - started:.0f} s: {run_dir}")
 
 
-def _probe(embedder, name, out_dir, tasks):
-    """Test-split rows of `embedder` on `tasks`, cached in `out_dir` (results.json)."""
+def _probe(make_embedder, name, out_dir, tasks):
+    """Test-split rows of `make_embedder()` on `tasks`, cached in `out_dir` (results.json):
+    the embedder is built only when the cache does not hold every task."""
     from msss_tf.probe import ProbeSettings, run_probes
 
     done = os.path.join(out_dir, "results.json")
@@ -132,7 +133,7 @@ def _probe(embedder, name, out_dir, tasks):
             return [r for r in rows if r["split"] == "test"]
     settings = ProbeSettings(learning_rates=(1e-3,), max_epochs=FLAGS.probe_epochs,
                              patience=10, batch_size=32, seed=0)
-    rows, _, _ = run_probes(embedder, tasks, settings, out_dir=out_dir, export_dir=None,
+    rows, _, _ = run_probes(make_embedder(), tasks, settings, out_dir=out_dir, export_dir=None,
                             encoder_name=name, progress=False, print_table=False)
     return [r for r in rows if r["split"] == "test"]
 
@@ -154,21 +155,23 @@ def curve_rows(run_dir, tasks, steps):
     run += f" seed {config.seed}"
     rows = []
 
-    def add(kind, step, embedder, name):
-        for r in _probe(embedder, name, os.path.join(run_dir, "curve", name), tasks):
+    def add(kind, step, make_embedder, name):
+        for r in _probe(make_embedder, name, os.path.join(run_dir, "curve", name), tasks):
             rows.append({"run": run, "kind": kind, "step": step, "task": r["task"],
                          "metric": r["metric"], "value": r["value"]})
 
     for step in steps:
         if step == 0:
-            calibration = sample_segments(record["shards"], config, count=256,
-                                          seed=config.seed + 10_007)
-            add("random init (BN calibrated)", 0,
-                Embedder.random_init(config, seed=config.seed, calibration_audio=calibration),
-                "random_init_bn_calibrated")
-            add("random init (BN at init)", 0, Embedder.random_init(config, seed=config.seed),
-                "random_init_bn_at_init")
-            add("log-mel mean/std", 0, LogMelStatsEmbedder(config), "logmel_stats")
+            def calibrated():
+                calibration = sample_segments(record["shards"], config, count=256,
+                                              seed=config.seed + 10_007)
+                return Embedder.random_init(config, seed=config.seed,
+                                            calibration_audio=calibration)
+
+            add("random init (BN calibrated)", 0, calibrated, "random_init_bn_calibrated")
+            add("random init (BN at init)", 0,
+                lambda: Embedder.random_init(config, seed=config.seed), "random_init_bn_at_init")
+            add("log-mel mean/std", 0, lambda: LogMelStatsEmbedder(config), "logmel_stats")
             continue
         if step % per_epoch:
             raise app.UsageError(f"--curve_steps: {step} is not a multiple of the run's "
@@ -178,7 +181,7 @@ def curve_rows(run_dir, tasks, steps):
                                  os.path.join(run_dir, "checkpoints", name))
                      if os.path.exists(p)), None)
         if path:
-            add("pre-trained", step, Embedder.from_path(path), f"step-{step:06d}")
+            add("pre-trained", step, lambda: Embedder.from_path(path), f"step-{step:06d}")
     return rows
 
 

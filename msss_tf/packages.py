@@ -54,12 +54,10 @@ def require_modules(modules: Iterable[str], job: str, hint: str = "") -> None:
     """
     missing = missing_modules(modules)
     if missing:
-        pip = " ".join(sorted({PIP_NAMES.get(m, m) for m in missing}))
-        if hint:
-            raise MissingPackageError(
-                f"{job} needs {', '.join(missing)}, which is not installed in this Python "
-                f"environment; install it with: {hint}")
+        install = hint or "pip install " + " ".join(sorted({PIP_NAMES.get(m, m)
+                                                            for m in missing}))
         raise MissingPackageError(
             f"{job} needs {', '.join(missing)}, which is not installed in this Python "
-            f"environment; install it with: pip install {pip} (or reinstall msss-tf with "
-            "`pip install -e .`, which installs every package its jobs use)")
+            f"environment; install it with: {install}"
+            + ("" if hint else " (or reinstall msss-tf with `pip install -e .`, which "
+               "installs every package its jobs use)"))
