@@ -244,8 +244,11 @@ def _define_bench(fv):
                        flag_values=fv)
     flags.DEFINE_list("parts", ["step", "input", "embed", "memory"], "What to measure: step "
                       "(floor, overhead, ablations), input (pipeline headroom), embed "
-                      "(throughput, TFLite latency), memory (peak RSS, subprocesses).",
+                      "(throughput, TFLite latency), memory (peak RSS, subprocesses); "
+                      "long_audio (peak RSS of embed on long files) on request.",
                       flag_values=fv)
+    flags.DEFINE_list("long_audio_minutes", ["1", "10", "60"], "File lengths of the "
+                      "long_audio part, in minutes.", flag_values=fv)
     flags.DEFINE_list("memory_batch_sizes", None, "Batch sizes of the peak-RSS runs (default "
                       "batch_size/2 and batch_size).", flag_values=fv)
     flags.DEFINE_boolean("ablations", True, "Also time the clip, clip+frame and clip+pitch "
@@ -441,12 +444,20 @@ def run_bench(fv):
         memory = [int(v) for v in fv.memory_batch_sizes] if fv.memory_batch_sizes else None
     except ValueError as e:
         raise UsageError(f"--memory_batch_sizes: {e}") from e
+    try:
+        minutes = [float(v) for v in fv.long_audio_minutes]
+    except ValueError as e:
+        raise UsageError(f"--long_audio_minutes: {e}") from e
+    if not minutes or min(minutes) <= 0:
+        raise UsageError(f"--long_audio_minutes={','.join(fv.long_audio_minutes)}: "
+                         f"lengths must be > 0 minutes")
     run_benchmark(batch_size=fv.batch_size, steps=fv.steps, repeats=fv.repeats,
                   width_coefficient=fv.width_coefficient,
                   depth_coefficient=fv.depth_coefficient,
                   jit_compile=False if jit == "auto" else jit,
                   mixed_precision=fv.mixed_precision, view_batching=fv.view_batching,
                   parts=[p for p in fv.parts if p], memory_batch_sizes=memory,
+                  long_audio_minutes=minutes,
                   ablations=fv.ablations, compare_view_batching=fv.compare_view_batching,
                   memory_in_background=fv.memory_in_background, out=fv.out)
     return 0
@@ -539,11 +550,20 @@ def tflite_parity_lines(variants: dict) -> list:
 
 
 def run_embed(fv, files=()):
-    """Embeds audio files (FILES, or folders of them) into one .npz; skips bad files."""
+    """Embeds audio files (FILES, or folders of them) into one .npz; skips bad files.
+
+    Memory does not grow with a file's length: each file is decoded block by block and
+    its windows encoded a few at a time (`msss_tf.embed.embed_file`); the timestamp
+    embeddings go to a temporary file beside the output and are copied into the .npz
+    block by block."""
+    import tempfile
+
     import keras
     import numpy as np
 
-    from msss_tf.data.audio import AudioError, find_audio_files, load_audio
+    from msss_tf.data.audio import AudioError, find_audio_files
+    from msss_tf.embed import embed_file, save_npz_streamed
+    from msss_tf.export import writing_to
     from msss_tf.hear import load_embedder
 
     _require(fv, "model", "out")
@@ -556,44 +576,59 @@ def run_embed(fv, files=()):
         print(f"skipped {line}")
     if not paths:
         raise UsageError("no audio files given: msss-tf embed --model=M --out=F.npz FILE...")
-    embedder = load_embedder(fv.model)
-    ids, scenes, stamps, embs = [], [], [], []
-    bar = keras.utils.Progbar(len(paths), unit_name="file") if len(paths) > 10 else None
-    for i, path in enumerate(paths):
-        try:
-            audio = load_audio(path, sample_rate=embedder.sample_rate)[None]
-            scene = embedder.scene_embeddings(audio)[0]
-            emb, ts = embedder.timestamp_embeddings(audio)
-        except (AudioError, ValueError) as e:
-            print(f"skipped {path}: {e}")
-            skipped.append(f"{path}: {e}")
-        else:
-            ids.append(path)
-            scenes.append(scene)
-            embs.append(emb[0])
-            stamps.append(ts[0])
-        if bar is not None:
-            bar.update(i + 1)
-    if not ids:
-        raise UsageError(f"none of the {len(paths)} file(s) could be embedded")
-    longest, size = max(len(t) for t in stamps), len(scenes[0])
-    padded = np.zeros((len(ids), longest, size), np.float32)
-    padded_ts = np.full((len(ids), longest), -1.0, np.float32)
-    for i, (e, t) in enumerate(zip(embs, stamps)):
-        padded[i, :len(t)] = e
-        padded_ts[i, :len(t)] = t
     out = fv.out if fv.out.endswith(".npz") else fv.out + ".npz"
-    from msss_tf.export import writing_to
+    out_dir = os.path.dirname(os.path.abspath(out))
+    embedder = load_embedder(fv.model)
+    ids, scenes, lengths = [], [], []
+    bar = keras.utils.Progbar(len(paths), unit_name="file") if len(paths) > 10 else None
+    with writing_to(out_dir, "the embeddings (--out)"):
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir) as spill:
+            size = int(embedder.scene_embedding_size)
+            row_bytes = 4 * size
+            for i, path in enumerate(paths):
+                start = spill.tell()
+                try:
+                    scene, count = embed_file(
+                        embedder, path, lambda block: spill.write(
+                            np.ascontiguousarray(block, np.float32).tobytes()),
+                        tmp_dir=out_dir)
+                except (AudioError, ValueError) as e:
+                    spill.seek(start)
+                    spill.truncate()
+                    print(f"skipped {path}: {e}")
+                    skipped.append(f"{path}: {e}")
+                else:
+                    ids.append(path)
+                    scenes.append(scene)
+                    lengths.append(count)
+                if bar is not None:
+                    bar.update(i + 1)
+            if not ids:
+                raise UsageError(f"none of the {len(paths)} file(s) could be embedded")
+            longest = max(lengths)
+            hop_ms = float(embedder.hop_ms)
 
-    with writing_to(os.path.dirname(os.path.abspath(out)), "the embeddings (--out)"):
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        tmp = out + ".tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, ids=np.array(ids), scene_embeddings=np.stack(scenes),
-                     timestamp_embeddings=padded, timestamps_ms=padded_ts,
-                     num_timestamps=np.array([len(t) for t in stamps], np.int64),
-                     skipped=np.array(skipped, dtype=str), model=np.array(fv.model))
-        os.replace(tmp, out)
+            def padded_rows():  # [n, T_max, D], each file's rows then zeros
+                spill.seek(0)
+                for count in lengths:
+                    for first in range(0, count, 4096):
+                        rows = min(4096, count - first)
+                        yield np.frombuffer(spill.read(rows * row_bytes), np.float32)
+                    yield np.zeros((longest - count) * size, np.float32)
+
+            stamps = np.full((len(ids), longest), -1.0, np.float32)
+            for i, count in enumerate(lengths):
+                stamps[i, :count] = np.arange(count, dtype=np.float32) * np.float32(hop_ms)
+            tmp = out + ".tmp"
+            save_npz_streamed(
+                tmp,
+                dict(ids=np.array(ids), scene_embeddings=np.stack(scenes),
+                     timestamps_ms=stamps, num_timestamps=np.array(lengths, np.int64),
+                     skipped=np.array(skipped, dtype=str), model=np.array(fv.model)),
+                dict(timestamp_embeddings=((len(ids), longest, size), np.float32,
+                                           padded_rows())))
+            os.replace(tmp, out)
     print(f"embedded {len(ids)} file(s), skipped {len(skipped)}: {out}")
     return 0
 

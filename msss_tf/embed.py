@@ -224,13 +224,19 @@ class Embedder(tf.Module):
         encoder: log-mel [b, frames, n_mels] -> frames [b, frames // 32, D].
         config: the run's `MSSSConfig` (segment length, sample rate).
         hop_ms: timestamp hop; must be a multiple of the STFT hop that divides 320 ms.
+        max_windows: windows per encoder call (over the batch): the encoder's working
+            memory is bounded by it, whatever the clips' length.
 
     Attributes (the HEAR API reads them): `sample_rate`, `scene_embedding_size`,
     `timestamp_embedding_size`; `plan`: the `WindowPlan` (window placement).
     """
 
-    def __init__(self, frontend, encoder, config: MSSSConfig, hop_ms: float = 40.0, name=None):
+    def __init__(self, frontend, encoder, config: MSSSConfig, hop_ms: float = 40.0,
+                 max_windows: int = 64, name=None):
         super().__init__(name=name)
+        if max_windows < 1:
+            raise ValueError(f"max_windows={max_windows}: must be >= 1")
+        self.max_windows = int(max_windows)
         self.frontend = frontend
         self.encoder = encoder
         self.config = config
@@ -278,16 +284,25 @@ class Embedder(tf.Module):
         return cls(frontend, encoder, config, **kwargs)
 
     # ---------------------------------------------------------------- graph code
-    def _encode_windows(self, log_mel, starts):
-        """log_mel [b, F, M]; starts int32 [w] -> encoder frames [b, w, J, D]."""
-        index = starts[:, None] + tf.range(self.window_frames)[None, :]  # [w, 96]
-        windows = tf.gather(log_mel, index, axis=1)  # [b, w, 96, mels]
+    def _windows_at(self, waveform, sample_starts, offset=0):
+        """Windows of `waveform` [b, S] starting at samples `sample_starts` int32 [c] of
+        the clip padded with `offset` zeros in front (and zeros behind, as far as a window
+        reaches) -> float32 [b, c, window_samples]. Gathers the windows' samples only: the
+        padded clip is never built."""
+        num_samples = tf.shape(waveform)[1]
+        index = (sample_starts[:, None] - offset
+                 + tf.range(self.plan.window_samples)[None, :])  # [c, window_samples]
+        inside = tf.logical_and(index >= 0, index < num_samples)
+        index = tf.clip_by_value(index, 0, tf.maximum(num_samples - 1, 0))
+        return tf.gather(waveform, index, axis=1) * tf.cast(inside, waveform.dtype)
+
+    def _frames_at(self, waveform, sample_starts, offset=0):
+        """As `_windows_at`, encoded -> frames float32 [b, c, J, D]."""
+        windows = self._windows_at(waveform, sample_starts, offset)
         shape = tf.shape(windows)
-        flat = tf.reshape(windows, [-1, self.window_frames, self.config.n_mels])
-        frames = self.encoder(flat, training=False)  # [b * w, J, D]
+        frames = self.window_frames_tf(tf.reshape(windows, [-1, self.plan.window_samples]))
         return tf.reshape(
-            frames, [shape[0], shape[1], self.frames_per_window, self.scene_embedding_size]
-        )
+            frames, [shape[0], shape[1], self.frames_per_window, self.scene_embedding_size])
 
     def window_frames_tf(self, window):
         """Exactly one 0.96 s window per row, float32 [b, segment_samples] -> the
@@ -296,27 +311,59 @@ class Embedder(tf.Module):
         return self.encoder(self.frontend(window), training=False)
 
     def scene_embeddings_tf(self, waveform):
-        """float32 [b, samples] -> [b, D] (see the module docstring)."""
+        """float32 [b, samples] -> [b, D] (see the module docstring).
+
+        The windows are encoded `max_windows` at a time (over the batch), so the memory
+        the encoder needs does not grow with the clip's length."""
         waveform = tf.convert_to_tensor(waveform, tf.float32)
-        num_samples = tf.shape(waveform)[1]
-        waveform = tf.pad(waveform, [[0, 0], [0, self.plan.scene_pad(num_samples)]])
-        log_mel = self.frontend(waveform)
-        starts = self.plan.scene_starts(tf.shape(log_mel)[1])
-        frames = self._encode_windows(log_mel, starts)
-        return tf.reduce_mean(frames, axis=[1, 2])
+        batch, num_samples = tf.shape(waveform)[0], tf.shape(waveform)[1]
+        padded = num_samples + self.plan.scene_pad(num_samples)
+        starts = self.plan.scene_starts(self.plan.num_frames(padded)) * self.config.stft_hop
+        num_windows = tf.shape(starts)[0]
+        per_call = tf.maximum(1, self.max_windows // tf.maximum(batch, 1))
+
+        def body(i, total):
+            frames = self._frames_at(waveform, starts[i:i + per_call])
+            return i + per_call, total + tf.reduce_sum(frames, axis=[1, 2])
+
+        _, total = tf.while_loop(
+            lambda i, _: i < num_windows, body,
+            (tf.constant(0), tf.zeros([batch, self.scene_embedding_size])),
+            parallel_iterations=1)
+        return total / tf.cast(num_windows * self.frames_per_window, tf.float32)
 
     def timestamp_embeddings_tf(self, waveform) -> Tuple[tf.Tensor, tf.Tensor]:
         """float32 [b, samples] -> (embeddings [b, T, D], timestamps_ms [b, T]).
 
         T = samples // hop_samples + 1; timestamp q is q * hop_ms, <= the audio's end.
+        Whole tiles of windows are encoded at a time (about `max_windows` windows over the
+        batch), so the memory beyond the output does not grow with the clip's length.
         """
         waveform = tf.convert_to_tensor(waveform, tf.float32)
-        starts, num_timestamps, num_tiles, end_pad = self.plan.timestamp_plan(
-            tf.shape(waveform)[1]
-        )
-        padded = tf.pad(waveform, [[0, 0], [self.start_pad, end_pad]])
-        frames = self._encode_windows(self.frontend(padded), starts)  # [b, M*K, J, D]
-        return self.plan.arrange_timestamp_frames(frames, num_tiles, num_timestamps)
+        batch = tf.shape(waveform)[0]
+        starts, num_timestamps, num_tiles, _ = self.plan.timestamp_plan(tf.shape(waveform)[1])
+        starts = starts * self.config.stft_hop
+        shifts = self.shifts
+        tiles_per_call = tf.maximum(1, self.max_windows // tf.maximum(batch * shifts, 1))
+        num_calls = (num_tiles + tiles_per_call - 1) // tiles_per_call
+        per_tile = self.frames_per_window * shifts
+
+        def body(call, out):
+            first = call * tiles_per_call
+            tiles = tf.minimum(tiles_per_call, num_tiles - first)
+            frames = self._frames_at(waveform, starts[first * shifts:(first + tiles) * shifts],
+                                     offset=self.start_pad)
+            embeddings, _ = self.plan.arrange_timestamp_frames(frames, tiles, tiles * per_tile)
+            return call + 1, out.write(call, tf.transpose(embeddings, [1, 0, 2]))
+
+        out = tf.TensorArray(tf.float32, size=num_calls, infer_shape=False,
+                             element_shape=tf.TensorShape([None, None,
+                                                           self.scene_embedding_size]))
+        _, out = tf.while_loop(lambda call, _: call < num_calls, body, (tf.constant(0), out),
+                               parallel_iterations=1)
+        embeddings = tf.transpose(out.concat(), [1, 0, 2])[:, :num_timestamps]
+        timestamps = tf.cast(tf.range(num_timestamps), tf.float32) * self.hop_ms
+        return embeddings, tf.tile(timestamps[None, :], [batch, 1])
 
     # --------------------------------------------------------------- NumPy API
     def _batches(self, audio, batch_size):
@@ -338,6 +385,22 @@ class Embedder(tf.Module):
             stamps.append(t.numpy())
         return np.concatenate(embs), np.concatenate(stamps)
 
+    def encode_windows(self, windows, batch_size: int = 64) -> np.ndarray:
+        """NumPy float32 [c, segment_samples] (whole 0.96 s windows) -> encoder frames
+        [c, J, D], in batches of `batch_size` windows."""
+        windows = as_audio_batch(windows)
+        if windows.shape[1] != self.plan.window_samples:
+            raise ValueError(f"encode_windows: each row must hold exactly "
+                             f"{self.plan.window_samples} samples, got {windows.shape[1]}")
+        out = [self._window_fn(tf.constant(windows[i:i + batch_size])).numpy()
+               for i in range(0, len(windows), batch_size)]
+        return (np.concatenate(out) if out else
+                np.zeros((0, self.frames_per_window, self.scene_embedding_size), np.float32))
+
+    @tf.function(reduce_retracing=True)
+    def _window_fn(self, windows):
+        return self.window_frames_tf(windows)
+
     @tf.function(reduce_retracing=True)
     def _scene_fn(self, waveform):
         return self.scene_embeddings_tf(waveform)
@@ -345,3 +408,111 @@ class Embedder(tf.Module):
     @tf.function(reduce_retracing=True)
     def _timestamp_fn(self, waveform):
         return self.timestamp_embeddings_tf(waveform)
+
+
+# ------------------------------------------------------------------ files of any length
+def window_plan_of(embedder) -> WindowPlan:
+    """The `WindowPlan` of any embedder (`Embedder`, `SavedModelEncoder`,
+    `TFLiteEmbedder`)."""
+    plan = getattr(embedder, "plan", None)
+    if plan is not None:
+        return plan
+    config = getattr(embedder, "config", None)
+    if config is None:
+        raise ValueError(f"{getattr(embedder, 'path', 'the model')}: no MSSS config (an "
+                         f"export's assets/msss_config.json) to place the windows with")
+    return WindowPlan(config, embedder.hop_ms)
+
+
+def embed_file(embedder, path: str, write_timestamps, max_windows: int = 64,
+               block_seconds: float = 30.0, tmp_dir: Optional[str] = None):
+    """Scene and timestamp embeddings of one audio file of any length, in memory that does
+    not grow with its length: the file is decoded into a temporary file
+    (`msss_tf.data.audio.SpooledAudio`), and its windows are read back and encoded
+    `max_windows` at a time. The same windows as `Embedder.scene_embeddings` /
+    `timestamp_embeddings` on the whole clip, so the same embeddings (up to float
+    summation order).
+
+    Args:
+        embedder: `Embedder`, `SavedModelEncoder` or `TFLiteEmbedder` (anything with
+            `encode_windows(windows [c, segment_samples]) -> [c, J, D]` and a window plan).
+        path: the audio file, read as `msss_tf.data.audio.load_audio` would read it.
+        write_timestamps: called with consecutive blocks float32 [t, D] of the timestamp
+            embeddings (at timestamps 0, hop_ms, 2 hop_ms, ...), in order.
+        max_windows: windows per encoder call.
+        block_seconds: audio decoded per block.
+        tmp_dir: where the temporary file goes.
+
+    Returns:
+        (scene embedding float32 [D], the number T of timestamp embeddings written).
+
+    Raises:
+        AudioError: the file is not usable audio (as `load_audio`).
+    """
+    from msss_tf.data.audio import SpooledAudio
+
+    plan = window_plan_of(embedder)
+    hop, width = plan.config.stft_hop, plan.window_samples
+    size = int(embedder.scene_embedding_size)
+
+    def frames_at(audio, starts):  # sample starts int [c] -> frames [c, J, D]
+        span = audio.read(int(starts[0]), int(starts[-1]) + width)
+        windows = np.stack([span[s - starts[0]:s - starts[0] + width] for s in starts])
+        return np.asarray(embedder.encode_windows(windows), np.float32)
+
+    with SpooledAudio(path, plan.config.sample_rate, block_seconds=block_seconds,
+                      tmp_dir=tmp_dir) as audio:
+        num_samples = audio.num_samples
+        padded = num_samples + int(plan.scene_pad(num_samples))
+        starts = plan.scene_starts(plan.num_frames(padded)).numpy().astype(np.int64) * hop
+        total = np.zeros(size, np.float64)
+        for i in range(0, len(starts), max_windows):
+            total += frames_at(audio, starts[i:i + max_windows]).sum(axis=(0, 1))
+        scene = (total / (len(starts) * plan.frames_per_window)).astype(np.float32)
+
+        starts, num_timestamps, num_tiles, _ = plan.timestamp_plan(num_samples)
+        starts = starts.numpy().astype(np.int64) * hop - plan.start_pad
+        num_timestamps, num_tiles = int(num_timestamps), int(num_tiles)
+        tiles_per_call = max(1, max_windows // plan.shifts)
+        written = 0
+        for first in range(0, num_tiles, tiles_per_call):
+            tiles = min(tiles_per_call, num_tiles - first)
+            frames = frames_at(audio, starts[first * plan.shifts:(first + tiles) * plan.shifts])
+            block, _ = plan.arrange_timestamp_frames(
+                frames[None], tiles, tiles * plan.frames_per_window * plan.shifts)
+            block = block.numpy()[0][:num_timestamps - written]
+            write_timestamps(block)
+            written += len(block)
+    return scene, written
+
+
+def save_npz_streamed(path: str, arrays: dict, streamed: dict) -> None:
+    """Writes an `.npz` as `np.savez` does (stored, not compressed), where the arrays of
+    `streamed` are written block by block and never held whole in memory.
+
+    Args:
+        path: the file to write.
+        arrays: name -> NumPy array, written as they are.
+        streamed: name -> (shape, dtype, blocks): `blocks` yields NumPy arrays whose
+            elements, in order, fill an array of that shape (C order).
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+        for name, (shape, dtype, blocks) in streamed.items():
+            dtype = np.dtype(dtype)
+            with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_2_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                        "fortran_order": False, "shape": tuple(int(d) for d in shape)})
+                count = 0
+                for block in blocks:
+                    block = np.ascontiguousarray(block, dtype)
+                    f.write(block.tobytes())
+                    count += block.size
+                if count != int(np.prod(shape)):
+                    raise ValueError(f"{path}: {name}: {count} elements written, "
+                                     f"{int(np.prod(shape))} expected for shape {shape}")

@@ -567,6 +567,14 @@ class SavedModelEncoder:
         out = self.module.signatures["window"](waveform=tf.constant(windows))
         return out["embedding"].numpy(), out["frames"].numpy()
 
+    def encode_windows(self, windows, batch_size: int = 64) -> np.ndarray:
+        """float32 [c, window_samples] -> frames [c, 3, D], `batch_size` windows a call."""
+        windows = _as_audio_batch(windows)
+        out = [self.window(windows[i:i + batch_size])[1]
+               for i in range(0, len(windows), batch_size)]
+        return (np.concatenate(out) if out else
+                np.zeros((0, 3, self.scene_embedding_size), np.float32))
+
 
 def load_encoder(path: str) -> SavedModelEncoder:
     """Loads an exported encoder (a version folder, or a base folder: its newest
@@ -1164,6 +1172,11 @@ class TFLiteEmbedder:
         window = check_window(window, self.plan.window_samples)
         out = self._runner(waveform=window)
         return out["embedding"][0], out["frames"][0]
+
+    def encode_windows(self, windows, batch_size=None) -> np.ndarray:
+        """float32 [c, window_samples] -> frames [c, 3, D]; one window at a time
+        (`batch_size` is ignored)."""
+        return np.stack([self.window(w)[1] for w in _as_audio_batch(windows)])
 
     def _windows_frames(self, clip, starts):
         hop = self.config.stft_hop

@@ -97,8 +97,35 @@ def test_bench_cli_every_part(tmp_path):
     assert set(figures["memory"]["peak_rss_mib"]) == {"2", "4"}
     assert "step_overhead" in proc.stdout and "peak RSS" in proc.stdout
     assert all(n == 1 for n in figures["step"]["traces"].values()), figures["step"]["traces"]
-    assert figures["skipped"] == []
+    assert figures["skipped"] == ["part 'long_audio': --parts=...,long_audio"]
     assert any("beside step warm-up" in k for k in figures["wall_seconds_per_part"])
+
+
+@pytest.mark.slow  # an export and 4 embed subprocesses
+def test_bench_long_audio_peak_rss_per_length(tmp_path):
+    lines = []
+    figures = run_benchmark(**TINY, parts=("long_audio",), long_audio_minutes=(0.1, 0.4),
+                            log=lines.append)
+    long_audio = figures["long_audio"]
+    assert set(long_audio) == {"run directory", "SavedModel"}
+    for name, result in long_audio.items():
+        assert set(result["peak_rss_mib"]) == {"0.1", "0.4"}
+        assert result["ratio_to_shortest"]["0.1"] == 1.0
+        assert result["ratio_to_shortest"]["0.4"] == pytest.approx(
+            result["peak_rss_mib"]["0.4"] / result["peak_rss_mib"]["0.1"])
+        assert 0.8 < result["ratio_to_shortest"]["0.4"] < 1.5, result
+    table = "\n".join(lines)
+    assert "peak RSS embed 0.4 min (SavedModel)" in table and "target <= 1.5x" in table
+
+
+def test_long_audio_rows_in_the_table():
+    results = {"date": "2026-11-30T00:00:00+00:00",
+               "encoder": {"width_coefficient": 0.25, "depth_coefficient": 0.25},
+               "long_audio": {"SavedModel": {"peak_rss_mib": {"1": 900.0, "60": 990.0},
+                                             "ratio_to_shortest": {"1": 1.0, "60": 1.1}}}}
+    table = format_table(results)
+    assert "peak RSS embed 60 min (SavedModel)" in table and "1.10x of 1 min" in table
+    assert "990 MiB" in table and "target <= 1.5x" in table
 
 
 def test_bench_refuses_unknown_parts():

@@ -224,6 +224,113 @@ def _to_clip(path: str, data: np.ndarray, source_rate: int, sample_rate: int,
     return np.ascontiguousarray(waveform, dtype=np.float32)
 
 
+class SpooledAudio:
+    """A file decoded block by block into a temporary float32 file: the samples
+    `load_audio` returns, read back by range, never holding the whole clip in memory.
+
+    Decoding makes two passes (the file's peak first, as `load_audio` scales float files
+    whose peak exceeds full scale before mixing channels), then mixes to mono and
+    resamples block by block; the blocks overlap by the resampling filter's length, so
+    the samples are exactly those of `load_audio` (`scipy.signal.resample_poly` on the
+    whole clip). The same checks apply and raise the same `AudioError`s.
+
+    Args:
+      path: the audio file.
+      sample_rate, min_samples: as in `load_audio`.
+      block_seconds: decoded per block (memory is a few blocks, whatever the length).
+      tmp_dir: where the temporary file goes (default: the system's).
+
+    Attributes:
+      num_samples: samples at `sample_rate`.
+
+    Use as a context manager, or call `close()` (it deletes the temporary file).
+    """
+
+    def __init__(self, path: str, sample_rate: int = 16000, min_samples: int = 160,
+                 block_seconds: float = 30.0, tmp_dir: str = None):
+        import tempfile
+
+        info = read_audio_info(path)
+        self.path, self.sample_rate = path, sample_rate
+        self._file = tempfile.TemporaryFile(dir=tmp_dir)
+        try:
+            self._spool(path, info, sample_rate, min_samples, block_seconds)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _spool(self, path, info, sample_rate, min_samples, block_seconds):
+        source_rate, total = info.samplerate, info.frames
+        g = math.gcd(int(source_rate), int(sample_rate))
+        up, down = sample_rate // g, source_rate // g
+        # Input samples either side of a block that the resampling filter reaches
+        # (resample_poly's filter spans 10 * max(up, down) taps at the upsampled rate),
+        # rounded to whole multiples of `down` so every block starts on an output sample.
+        margin = 0 if up == down else math.ceil((10 * max(up, down) / up + 2) / down) * down
+        block = max(1, int(block_seconds * source_rate) // down) * down
+        try:
+            with sf.SoundFile(path) as f:
+                raw_peak = 0.0
+                for data in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                    if not np.isfinite(data).all():
+                        raise AudioError(path, "non_finite", "NaN or Inf samples")
+                    if data.size:
+                        raw_peak = max(raw_peak, float(np.max(np.abs(data))))
+                scale = np.float32(1.0 / raw_peak) if raw_peak > 1.0 else None
+                total_out = math.ceil(total * up / down)
+                peak, written = 0.0, 0
+                for start in range(0, total, block):
+                    lo, hi = max(0, start - margin), min(total, start + block + margin)
+                    f.seek(lo)
+                    data = f.read(hi - lo, dtype="float32", always_2d=True)
+                    if scale is not None:
+                        data = data * scale
+                    mono = data.mean(axis=1, dtype=np.float32)
+                    out = resample(mono, source_rate, sample_rate)
+                    offset = lo * up // down
+                    first = start * up // down
+                    last = min(total_out, (start + block) * up // down)
+                    out = np.ascontiguousarray(out[first - offset:last - offset], np.float32)
+                    if out.size:
+                        peak = max(peak, float(np.max(np.abs(out))))
+                    self._file.write(out.tobytes())
+                    written += out.size
+        except AudioError:
+            raise
+        except _READ_ERRORS as e:
+            raise _open_error(path, e) from e
+        if written < min_samples:
+            raise AudioError(path, "too_short", f"{written} samples at {sample_rate} Hz, "
+                             f"fewer than {min_samples}")
+        if not np.isfinite(peak):
+            raise AudioError(path, "non_finite", "non-finite after resampling")
+        if peak < SILENCE_PEAK:
+            raise AudioError(path, "silent", f"peak {peak:.2g} below {SILENCE_PEAK:g}")
+        self.num_samples = written
+        self._scale = np.float32(1.0 / peak) if peak > 1.0 else None
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) as float32 [stop - start]; zeros outside the clip."""
+        out = np.zeros(max(0, stop - start), np.float32)
+        lo, hi = max(start, 0), min(stop, self.num_samples)
+        if hi > lo:
+            self._file.seek(4 * lo)
+            out[lo - start:hi - start] = np.frombuffer(self._file.read(4 * (hi - lo)),
+                                                       np.float32)
+            if self._scale is not None:
+                out *= self._scale
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def chunk_bounds(num_frames: int, chunk_frames: int) -> List[Tuple[int, int]]:
     """Splits `num_frames` into round(num_frames / chunk_frames) (at least 1) nearly equal
     chunks, each 0.67x to 1.5x `chunk_frames` long: no short tail. [(start, stop), ...]"""
