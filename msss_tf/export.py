@@ -6,7 +6,8 @@ with `tf.saved_model.save` under a `serving_default` signature. The front end is
 the graph, so a client sends float32 waveforms at 16 kHz and nothing else.
 
 TFLite (one 0.96 s window, float32 waveform in, built-in ops only, no Flex), three
-variants; the log-mel front end is float32 in all of them:
+variants; the log-mel front end and a non-finite guard (NaN outputs for NaN/Inf input:
+`window_tflite_function`) are float32 in all of them:
 
 * ``float32``: nothing quantised.
 * ``dynamic_int8``: dynamic-range quantisation: int8 per-channel conv weights (those of
@@ -608,10 +609,10 @@ def _as_audio_batch(audio) -> np.ndarray:
 
 
 def check_window(window, window_samples: int) -> np.ndarray:
-    """One 0.96 s window for the TFLite model (whose graph cannot check its input: Assert
-    and CheckNumerics are not TFLite built-ins): float samples, exactly `window_samples` of
-    them ([n] or [1, n]), all finite. Returns float32 [1, window_samples]; raises
-    TypeError / ValueError saying what is wrong."""
+    """One 0.96 s window for the TFLite model (whose graph cannot raise: Assert and
+    CheckNumerics are not TFLite built-ins; it returns NaN for non-finite samples): float
+    samples, exactly `window_samples` of them ([n] or [1, n]), all finite. Returns
+    float32 [1, window_samples]; raises TypeError / ValueError saying what is wrong."""
     if isinstance(window, tf.Tensor):
         window = window.numpy()
     window = np.asarray(window)
@@ -763,11 +764,26 @@ def _keras_conv_types():
     return (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
+GUARD_SCOPE = "msss_nonfinite_guard"  # name scope of the NaN/Inf guard (kept float)
+
+
+def _nonfinite_guard(waveform):
+    """A scalar: 0.0 when every sample of `waveform` is finite, NaN when any is NaN or
+    +-Inf: the sum over the window of x - x (each term 0 or NaN, so no finite input can
+    overflow it). Built-in ops only (SUB, SUM): TFLite has no Assert or CheckNumerics."""
+    return tf.reduce_sum(waveform - waveform)
+
+
 def window_tflite_function(embedder: Embedder, quantized: bool = False,
                            float_kernels: Sequence[str] = ()):
     """The tf.function converted to TFLite: `waveform` float32 [1, segment_samples] ->
-    {"embedding": [1, D], "frames": [1, 3, D]}. No in-graph input checks: CheckNumerics
-    and Assert are not TFLite built-ins. `quantized`: the front end written to stay float
+    {"embedding": [1, D], "frames": [1, 3, D]}.
+
+    Non-finite input gives NaN outputs: `_nonfinite_guard(waveform)` (0.0 or NaN) is
+    added to both float outputs, after the encoder (and after the dequantisation of the
+    quantised variants, which would turn NaN into finite numbers); finite input is
+    unchanged (x + 0.0 = x). Its ops are under `GUARD_SCOPE`, which full-int8
+    quantisation deny-lists. `quantized`: the front end written to stay float
     (`_log_mel_kept_float`); `float_kernels`: encoder blocks whose convolution kernels
     dynamic-range quantisation must leave float (`_KernelsKeptFloat`)."""
     samples = embedder.config.segment_samples
@@ -782,7 +798,10 @@ def window_tflite_function(embedder: Embedder, quantized: bool = False,
                 frames = embedder.encoder(log_mel, training=False)
         else:
             frames = embedder.window_frames_tf(waveform)
-        return {"embedding": tf.reduce_mean(frames, axis=1), "frames": frames}
+        embedding = tf.reduce_mean(frames, axis=1)
+        with tf.name_scope(GUARD_SCOPE):
+            guard = _nonfinite_guard(waveform)
+            return {"embedding": embedding + guard, "frames": frames + guard}
 
     return window
 
@@ -933,7 +952,8 @@ def _frame_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _int8_builder(embedder: Embedder, windows: np.ndarray):
-    """Calibrates once; returns build(k): the full-int8 model with the front end and the
+    """Calibrates once; returns build(k): the full-int8 model with the front end, the
+    non-finite guard (its ops and the two output ADDs: int8 cannot hold NaN) and the
     first k encoder blocks deny-listed (kept float32).
 
     This is what `tf.lite.experimental.QuantizationDebugger`'s selective quantisation
@@ -959,11 +979,16 @@ def _int8_builder(embedder: Embedder, windows: np.ndarray):
     frontend_nodes = [name for name in names if FRONTEND_SCOPE in name]
     if not frontend_nodes:
         raise RuntimeError("int8 export: found no front-end ops to keep in float32")
+    guard_nodes = [name for name in names if GUARD_SCOPE in name]
+    if not guard_nodes:
+        raise RuntimeError("int8 export: found no non-finite guard ops to keep in float32")
+    # The guard's ADDs write the graph's outputs, whose tensors the signature names.
+    guard_nodes += _graph_output_names(calibrated)
     blocks = encoder_blocks(embedder.encoder)
 
     def build(k):
         kept = set(blocks[:k])
-        nodes = list(frontend_nodes)
+        nodes = frontend_nodes + guard_nodes
         if kept:
             nodes += [name for name in names if name not in frontend_nodes and (
                 any(_block_of(part) in kept for part in name.split(";"))
@@ -972,6 +997,13 @@ def _int8_builder(embedder: Embedder, windows: np.ndarray):
                                             denylisted_nodes=nodes)
 
     return build
+
+
+def _graph_output_names(content: bytes) -> list:
+    """Tensor names of the outputs of the main subgraph of a TFLite flatbuffer."""
+    graph = _tflite_schema().Model.GetRootAsModel(content, 0).Subgraphs(0)
+    return [graph.Tensors(graph.Outputs(i)).Name().decode()
+            for i in range(graph.OutputsLength())]
 
 
 def _op_output_names(content: bytes) -> list:
