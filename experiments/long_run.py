@@ -5,7 +5,8 @@
     # hours, in the background, resumable (the same command continues where it stopped)
     nohup nice -n 19 python -m experiments.long_run train --run_dir=runs/long/all \
         --corpus_dir=runs/long/corpus --losses=clip,frame,pitch --train_steps=30000 &
-    # any time: probe the run's checkpoints at --curve_steps on the realistic tasks
+    # any time: probe the run's checkpoints at --curve_steps on the realistic tasks; with
+    # several seeds of a recipe, OUT_summary.md gives mean +- std over them
     python -m experiments.long_run curve --run_dirs=runs/long/all,runs/long/clip \
         --out=docs/results/long_run
 
@@ -152,13 +153,15 @@ def curve_rows(run_dir, tasks, steps):
     run = "+".join(config.losses)
     if "frame" in config.losses and config.frame_negatives != "segment":
         run += f" (frame negatives: {config.frame_negatives})"
+    recipe = run
     run += f" seed {config.seed}"
     rows = []
 
     def add(kind, step, make_embedder, name):
         for r in _probe(make_embedder, name, os.path.join(run_dir, "curve", name), tasks):
-            rows.append({"run": run, "kind": kind, "step": step, "task": r["task"],
-                         "metric": r["metric"], "value": r["value"]})
+            rows.append({"run": run, "recipe": recipe, "seed": config.seed, "kind": kind,
+                         "step": step, "task": r["task"], "metric": r["metric"],
+                         "value": r["value"]})
 
     for step in steps:
         if step == 0:
@@ -195,7 +198,7 @@ def write_curve(rows, out):
     import matplotlib.pyplot as plt
 
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    fields = ["run", "kind", "step", "task", "metric", "value"]
+    fields = ["run", "recipe", "seed", "kind", "step", "task", "metric", "value"]
     with open(out + ".csv.tmp", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -239,7 +242,47 @@ def write_curve(rows, out):
             f"{values[m]:.3f}" if m in values else "" for m in metrics) + " |")
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
+    with open(out + "_summary.md", "w") as f:
+        f.write(summary_table(rows) + "\n")
     return out
+
+
+def summary_table(rows) -> str:
+    """Markdown: each recipe at each step and each reference, as mean +- std over the
+    seeds that have it (n seeds), the paper's rows (on its own tasks) below."""
+    import statistics
+
+    from msss_tf.study import PAPER_COLUMNS, PAPER_RESULTS
+
+    metrics = sorted({(r["task"], r["metric"]) for r in rows})
+    groups = {}
+    for r in rows:
+        name = r["recipe"] if r["kind"] == "pre-trained" else r["kind"]
+        groups.setdefault((r["kind"] != "pre-trained", name, r["step"]), {}).setdefault(
+            (r["task"], r["metric"]), {})[r["seed"]] = r["value"]
+    lines = ["| encoder | step | seeds | " + " | ".join(f"{t} {m}" for t, m in metrics) + " |",
+             "|---|---|---|" + "---|" * len(metrics)]
+    for (_, name, step), values in sorted(groups.items()):
+        seeds = sorted({seed for per_seed in values.values() for seed in per_seed})
+        cells = []
+        for m in metrics:
+            got = list(values.get(m, {}).values())
+            if not got:
+                cells.append("")
+            elif len(got) == 1:
+                cells.append(f"{got[0]:.3f}")
+            else:
+                cells.append(f"{statistics.mean(got):.3f} ± {statistics.stdev(got):.3f}")
+        lines.append(f"| {name} | {step} | {len(seeds)} | " + " | ".join(cells) + " |")
+    # The paper's Table 1, on AudioSet pre-training and its own tasks, for the shape of the
+    # comparison only: Speech Commands ~ keywords, NSynth ~ pitch, DCASE 2016 ~ events.
+    analogue = {"speech_commands": "realistic_keywords", "nsynth_pitch": "realistic_pitch",
+                "dcase2016_task2": "realistic_events"}
+    for row, values in PAPER_RESULTS.items():
+        paper = {(analogue[t], m): v for (t, m, _), v in zip(PAPER_COLUMNS, values)}
+        lines.append(f"| paper: {row} (AudioSet; its tasks) | 4624 x 1024 | 1 | " + " | ".join(
+            f"{paper[m]:.3f}" if m in paper else "" for m in metrics) + " |")
+    return "\n".join(lines)
 
 
 def main(argv):
@@ -253,12 +296,16 @@ def main(argv):
         if not FLAGS.run_dirs:
             raise app.UsageError("--run_dirs is required")
         steps = [int(v) for v in FLAGS.curve_steps]
-        rows = []
-        for i, run_dir in enumerate(FLAGS.run_dirs):
-            # The untrained references (step 0) once, from the first run's configuration:
-            # the runs compared share the architecture and the seed of the initialisation.
-            rows += curve_rows(run_dir, FLAGS.tasks, steps if i == 0 else
+        rows, seeds = [], set()
+        for run_dir in FLAGS.run_dirs:
+            # The untrained references (step 0) once per seed, from the first run of that
+            # seed: the runs compared share the architecture; the seed sets the init.
+            from msss_tf.config import CONFIG_FILENAME, MSSSConfig
+
+            seed = MSSSConfig.load(os.path.join(run_dir, CONFIG_FILENAME)).seed
+            rows += curve_rows(run_dir, FLAGS.tasks, steps if seed not in seeds else
                                [s for s in steps if s])
+            seeds.add(seed)
         print(f"curve: {write_curve(rows, FLAGS.out)}.{{csv,md,png}}")
 
 

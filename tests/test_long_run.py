@@ -75,3 +75,26 @@ def test_diagnose_reports_shortcuts_and_collapse():
     basis = np.repeat(np.eye(3), 10, axis=0) * np.array([1, -1] * 15)[:, None]
     assert abs(effective_rank(basis) - 3) < 1e-9
     assert abs(effective_rank(np.outer(np.arange(10.0), np.ones(4))) - 1) < 1e-6
+
+
+def test_summary_table_gives_mean_and_std_over_seeds():
+    sys.path.insert(0, ROOT)
+    from experiments.long_run import summary_table
+
+    def row(kind, recipe, seed, step, value, task="realistic_keywords", metric="top1_acc"):
+        return {"run": f"{recipe} seed {seed}", "recipe": recipe, "seed": seed, "kind": kind,
+                "step": step, "task": task, "metric": metric, "value": value}
+
+    rows = [row("pre-trained", "clip", 0, 2000, 0.2), row("pre-trained", "clip", 1, 2000, 0.4),
+            row("pre-trained", "clip", 2, 2000, 0.3),
+            row("pre-trained", "clip+frame+pitch", 0, 2000, 0.5),
+            row("random init (BN at init)", "clip", 0, 0, 0.25),
+            row("random init (BN at init)", "clip", 1, 0, 0.35)]
+    table = summary_table(rows)
+    assert "| clip | 2000 | 3 | 0.300 ± 0.100 |" in table
+    assert "| clip+frame+pitch | 2000 | 1 | 0.500 |" in table
+    assert "| random init (BN at init) | 0 | 2 | 0.300 ± 0.071 |" in table
+    assert "paper: all three (proposed) (AudioSet; its tasks) | 4624 x 1024 | 1 | 0.572 |" in table
+    lines = table.splitlines()
+    assert lines.index(next(l for l in lines if l.startswith("| clip |"))) < lines.index(
+        next(l for l in lines if l.startswith("| random init")))  # pre-trained rows first
