@@ -18,6 +18,13 @@ Layout of a `model_dir` (also in WORKSPACE.md):
 Nothing is written into `model_dir` before the inputs are checked (data source, config,
 step budget, strategy): a start that fails leaves the folder as it was.
 
+Every file above is written under a temporary name and renamed. A kill during a write
+leaves that temporary file behind (`model.tmp.keras`, `summary.json.tmp-PID`,
+`backup/training_metadata.json.tmp-PID`, `checkpoints/epoch-NNNN.tmp.keras`, ...); no
+reader ever opens one (`latest_checkpoint` skips them) and the next start removes them
+(`remove_leftovers`). Folders of others inside `model_dir` (e.g. long_run's `kept/`) are
+not touched.
+
 Steps are exact: `train_steps` is the optimiser step count the run holds at the end
 (`optimizer.iterations`). A resumed run continues from the step its backup holds to
 exactly `train_steps`; the last epoch is shorter when `train_steps` is not a whole number
@@ -35,6 +42,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from typing import Optional
 
@@ -59,6 +67,37 @@ LOG_DIR = "logs"
 RUN_RECORD = "pretrain_run.json"
 SUMMARY = "summary.json"
 DEFAULT_STEPS_PER_EPOCH = 100
+
+
+# What a write killed before its rename leaves, per folder of a run ("" is `model_dir`):
+# the temporary names of the atomic writes above (PID: the writer's process id).
+_LEFTOVERS = {
+    "": re.compile(r"(model\.tmp\.keras|msss_config\.json\.tmp"
+                   r"|(summary|pretrain_run|skipped)\.json\.tmp-\d+)"),
+    BACKUP_DIR: re.compile(r"(\.tmp-epoch-\d+\.weights\.h5|training_metadata\.json\.tmp-\d+)"),
+    CHECKPOINT_DIR: re.compile(r"epoch-\d+\.tmp\.keras"),
+}
+
+
+def remove_leftovers(model_dir: str) -> list:
+    """Deletes the temporary files that writes killed before their rename left in
+    `model_dir` (a SIGKILL during a save: see the module docstring); returns their paths.
+    Only pretrain's own temporary names, in its own folders: nothing else is touched. None
+    of them is ever read (the complete file, or the previous one, is always in place)."""
+    removed = []
+    for folder, pattern in _LEFTOVERS.items():
+        directory = os.path.join(model_dir, folder)
+        if not os.path.isdir(directory):
+            continue
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            if pattern.fullmatch(name) and os.path.isfile(path):
+                try:
+                    os.remove(path)
+                except FileNotFoundError:
+                    continue
+                removed.append(path)
+    return removed
 
 
 def holds_trained_state(model_dir: str) -> bool:
@@ -315,6 +354,7 @@ def _pretrain(config, data, model_dir, train_steps, steps_per_epoch, synthetic_c
 
     # 2. The inputs are good: now write.
     os.makedirs(model_dir, exist_ok=True)
+    remove_leftovers(model_dir)  # of writes a kill cut short: never read, now deleted
     config.save(model_dir)
     write_json_atomically(os.path.join(model_dir, RUN_RECORD), {
         "steps_per_epoch": steps_per_epoch, "train_steps": train_steps, "data": data,

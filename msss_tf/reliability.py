@@ -502,8 +502,13 @@ class RunLog(_StepCounter):
 
     def event(self, kind: str, **fields) -> None:
         record = {"event": kind, "time": round(time.time(), 3), "pid": os.getpid(), **fields}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        with open(self.path, "a+b") as f:
+            # A line torn by a power cut or a full disk must not swallow this one.
+            torn = False
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            f.write((("\n" if torn else "") + json.dumps(record) + "\n").encode())
             f.flush()
 
     def _state(self) -> dict:

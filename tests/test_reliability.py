@@ -651,3 +651,19 @@ def test_loaders_name_truncated_and_foreign_models(tmp_path):
     (tmp_path / "junk" / "variables").mkdir()
     with pytest.raises(ValueError, match="junk: neither a run directory"):
         hear.load_model(str(tmp_path / "junk"))
+
+
+def test_run_log_event_after_a_torn_line_keeps_both(tmp_path):
+    """A last line torn by a power cut or a full disk does not swallow the next event."""
+    from msss_tf.reliability import TRAIN_LOG, RunLog
+
+    log = RunLog(str(tmp_path / TRAIN_LOG))
+    log.event("start", epoch=0)
+    with open(tmp_path / TRAIN_LOG, "a") as f:
+        f.write('{"event": "epoch_end", "ep')  # torn
+    log.event("start", epoch=1)
+    log.event("epoch_end", epoch=2)
+    events = read_run_log(str(tmp_path))
+    assert [(e["event"], e["epoch"]) for e in events] == [("start", 0), ("start", 1),
+                                                           ("epoch_end", 2)]
+    assert open(tmp_path / TRAIN_LOG).read().count("\n") == 4
