@@ -9,6 +9,9 @@
     # several seeds of a recipe, OUT_summary.md gives mean +- std over them
     python -m experiments.long_run curve --run_dirs=runs/long/all,runs/long/clip \
         --out=docs/results/long_run
+    # which layer to embed: probes of the encoder cut at --layers, per checkpoint
+    python -m experiments.long_run layers --run_dirs=runs/long/clip --curve_steps=0,4000 \
+        --tasks=realistic_keywords,realistic_pitch --out=docs/results/layers
 
 `train` is `msss_tf.pretrain.pretrain` with the recipe below and a checkpoint every
 `--steps_per_epoch` steps (`checkpoints/epoch-NNNN.keras`): the learning curve reads
@@ -53,6 +56,8 @@ flags.DEFINE_integer("probe_epochs", 100, "Most epochs of each probe (curve).")
 flags.DEFINE_list("keep_steps", ["1000", "2000", "3000", "5000", "10000", "20000", "30000"],
                   "Checkpoints kept in RUN_DIR/kept/ for the learning curve (the run itself "
                   "keeps only its newest three) (train).")
+flags.DEFINE_list("layers", ["block4b_add", "block6b_add", "top_activation"],
+                  "EfficientNet layers to embed from, frequency flattened (layers).")
 flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default); "
                      "1 lets two runs share 2 cores without contention (train).")
 
@@ -285,9 +290,120 @@ def summary_table(rows) -> str:
     return "\n".join(lines)
 
 
+def layer_encoder(encoder, layer: str):
+    """The encoder cut at EfficientNet layer `layer` (e.g. "block4b_add",
+    "top_activation"): log-mel [b, frames, n_mels] -> [b, frames // 32, F_l * C_l], the
+    layer's feature map with frequency flattened (not pooled) and time averaged to the
+    encoder's 3 frames per window, so `Embedder` places windows exactly as for the whole
+    encoder."""
+    import keras
+    import numpy as np
+
+    body = encoder.get_layer("efficientnet")
+    cut = keras.Model(body.inputs, body.get_layer(layer).output)
+    n_mels = encoder.input_shape[-1]
+    probe = np.zeros((1, 96, n_mels), np.float32)
+    _, frames, bands, channels = cut(encoder.get_layer("add_channel")(probe)).shape
+    log_mel = keras.Input(shape=(None, n_mels), name="log_mel")
+    x = log_mel
+    if any(l.name == "window_mean_subtraction" for l in encoder.layers):
+        x = encoder.get_layer("window_mean_subtraction")(x)
+    x = cut(encoder.get_layer("add_channel")(x))
+    x = keras.layers.Reshape((-1, bands * channels))(x)
+    factor = frames // 3
+    x = keras.layers.AveragePooling1D(factor, factor)(x)
+    return keras.Model(log_mel, x, name=f"encoder_to_{layer}")
+
+
+def layer_rows(run_dir, tasks, steps, layers):
+    """Probe rows of one run's encoder cut at each of `layers` (see `layer_encoder`), at
+    `steps` (0: the untrained encoder with batch norm at init and calibrated)."""
+    from msss_tf.config import CONFIG_FILENAME, MSSSConfig
+    from msss_tf.data.pipeline import sample_segments
+    from msss_tf.embed import Embedder
+
+    config = MSSSConfig.load(os.path.join(run_dir, CONFIG_FILENAME))
+    with open(os.path.join(run_dir, "long_run.json")) as f:
+        record = json.load(f)
+    per_epoch = record["steps_per_epoch"]
+    rows = []
+    sources = []
+    for step in steps:
+        if step == 0:
+            def calibrated():
+                calibration = sample_segments(record["shards"], config, count=256,
+                                              seed=config.seed + 10_007)
+                return Embedder.random_init(config, seed=config.seed,
+                                            calibration_audio=calibration)
+
+            sources += [("random init (BN at init)", 0, "random_init_bn_at_init",
+                         lambda: Embedder.random_init(config, seed=config.seed)),
+                        ("random init (BN calibrated)", 0, "random_init_bn_calibrated",
+                         calibrated)]
+            continue
+        name = f"epoch-{step // per_epoch:04d}.keras"
+        path = next((p for p in (os.path.join(run_dir, "kept", name),
+                                 os.path.join(run_dir, "checkpoints", name))
+                     if os.path.exists(p)), None)
+        if path:
+            sources.append(("pre-trained", step, f"step-{step:06d}",
+                            lambda path=path: Embedder.from_path(path)))
+    label = "+".join(config.losses) + f" seed {config.seed}"
+    for kind, step, name, make in sources:
+        for layer in layers:
+            def cut(make=make, layer=layer):
+                whole = make()
+                return Embedder(whole.frontend, layer_encoder(whole.encoder, layer), config)
+
+            out_dir = os.path.join(run_dir, "layers", f"{name}-{layer}")
+            for r in _probe(cut, f"{name}-{layer}", out_dir, tasks):
+                rows.append({"run": label, "kind": kind, "step": step, "layer": layer,
+                             "task": r["task"], "metric": r["metric"], "value": r["value"]})
+    return rows
+
+
+def write_layers(rows, out):
+    """CSV and a Markdown table of `layer_rows`."""
+    import csv
+
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    fields = ["run", "kind", "step", "layer", "task", "metric", "value"]
+    with open(out + ".csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    metrics = sorted({(r["task"], r["metric"]) for r in rows})
+    lines = ["| encoder | step | layer | " + " | ".join(f"{t} {m}" for t, m in metrics) + " |",
+             "|---|---|---|" + "---|" * len(metrics)]
+    keys = []
+    for r in rows:
+        key = (r["run"], r["kind"], r["step"], r["layer"])
+        if key not in keys:
+            keys.append(key)
+    for run, kind, step, layer in keys:
+        values = {(r["task"], r["metric"]): r["value"] for r in rows
+                  if (r["run"], r["kind"], r["step"], r["layer"]) == (run, kind, step, layer)}
+        label = run if kind == "pre-trained" else f"{kind} ({run})"
+        lines.append(f"| {label} | {step} | {layer} | " + " | ".join(
+            f"{values[m]:.3f}" if m in values else "" for m in metrics) + " |")
+    with open(out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return out
+
+
 def main(argv):
-    if len(argv) != 2 or argv[1] not in ("train", "curve"):
-        raise app.UsageError("usage: python -m experiments.long_run train|curve [flags]")
+    if len(argv) != 2 or argv[1] not in ("train", "curve", "layers"):
+        raise app.UsageError("usage: python -m experiments.long_run train|curve|layers [flags]")
+    if argv[1] == "layers":
+        if not FLAGS.run_dirs:
+            raise app.UsageError("--run_dirs is required")
+        steps = [int(v) for v in FLAGS.curve_steps]
+        rows = []
+        for i, run_dir in enumerate(FLAGS.run_dirs):
+            rows += layer_rows(run_dir, FLAGS.tasks, steps if i == 0 else
+                               [s for s in steps if s], FLAGS.layers)
+        print(f"layers: {write_layers(rows, FLAGS.out)}.{{csv,md}}")
+        return
     if argv[1] == "train":
         if not (FLAGS.run_dir and FLAGS.corpus_dir):
             raise app.UsageError("--run_dir and --corpus_dir are required")
