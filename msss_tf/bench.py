@@ -1,11 +1,9 @@
 """`msss-tf bench`: how close each part of training and inference is to its floor.
 
-Defaults (batch 16, the demo's half-width, half-depth EfficientNet, 3 steps x 3 rounds,
-every part, the concatenated-views comparison off) took 7 minutes on 2 shared CPU cores
-(2026-11-26, load ~3); `--width_coefficient=1 --depth_coefficient=1` measures
-EfficientNet-B0 (the same 5 step tracings, an export and 2 pre-training subprocesses, each
-larger: not timed end to end on 2 cores; use `--parts=step,input` for the ratios alone). The output ends with the benchmark's own wall
-time per part and lists what was skipped with the flag that turns it on.
+Every figure is a ratio measured in one run (ours vs a baseline on the same machine), so
+a shared, noisy machine changes the figures less than it changes the seconds. The output
+ends with the benchmark's own wall time per part and lists what was skipped with the flag
+that turns it on. Run times and the latest figures: docs/performance.md.
 
 Where the time goes: tracing dominates (each step function is a graph of ~20k ops:
 three encoder passes, their gradients and Adam's updates). Each variant is traced once:
@@ -43,6 +41,9 @@ Figures (all in the JSON; the headline ratios under `step_overhead`, `input_head
   (its own VmHWM: ru_maxrss would include the parent benchmark's size, see below).
 * floor_vs_tf_keras: the floor of tf_keras's EfficientNet-B0 / ours ("n/a" unless
   tf_keras is installed; it is not a dependency).
+* long_audio (`--parts=long_audio`, on request): peak RSS of `msss-tf embed` on one file
+  of each length in `--long_audio_minutes`, from a run directory and from an exported
+  SavedModel, each in its own process, and each as a ratio to the shortest's.
 """
 
 from __future__ import annotations
