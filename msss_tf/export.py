@@ -46,6 +46,7 @@ import tensorflow as tf
 
 from msss_tf.config import CONFIG_FILENAME, MSSSConfig
 from msss_tf.embed import Embedder, WindowPlan
+from msss_tf.tflite_metadata import add_embedder_metadata
 
 WAVEFORM_SPEC = tf.TensorSpec([None, None], tf.float32, name="waveform")
 
@@ -846,7 +847,8 @@ def convert_window_tflite_info(embedder: Embedder, variant: str = "float32",
 
     info: {"float_blocks": [...], "quantised_blocks": [...], "selection": [{"float_blocks":
     k, "min_cosine": c}, ...], "min_cosine": the chosen one's} (empty for float32).
-    The MSSSConfig JSON goes into the file's metadata ("msss_config").
+    The MSSSConfig JSON goes into the file's metadata ("msss_config"), and the TFLite
+    Model Metadata that MediaPipe's AudioEmbedder reads into "TFLITE_METADATA".
     """
     if variant not in TFLITE_VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; choose from {TFLITE_VARIANTS}")
@@ -891,7 +893,9 @@ def convert_window_tflite_info(embedder: Embedder, variant: str = "float32",
         info["quantised_blocks"] = blocks[k:]
     meta = dict(embedder.config.to_dict(), _hop_ms=embedder.hop_ms, _variant=variant,
                 _float_blocks=info.get("float_blocks", blocks))
-    return add_tflite_metadata(content, TFLITE_CONFIG_METADATA, json.dumps(meta).encode()), info
+    content = add_tflite_metadata(content, TFLITE_CONFIG_METADATA, json.dumps(meta).encode())
+    # The TFLite Model Metadata that MediaPipe's AudioEmbedder needs (msss_tf.tflite_metadata).
+    return add_embedder_metadata(content, embedder.config, variant), info
 
 
 def _window_converter(embedder: Embedder, quantized: bool, float_kernels=()):
@@ -900,6 +904,37 @@ def _window_converter(embedder: Embedder, quantized: bool, float_kernels=()):
         [window.get_concrete_function()], _VariableHolder(embedder))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter
+
+
+def convert_probe_tflite(embedder: Embedder, probe, label_names: Sequence[str],
+                         name: str = "probe") -> bytes:
+    """A probe's classifier for MediaPipe Tasks' AudioClassifier, float32: `waveform`
+    float32 [1, segment_samples] -> `probabilities` [1, C], the probe applied to the
+    window's embedding (the mean of its frames), one prediction per 0.975 s window as
+    YAMNet's classifier gives; with TFLite Model Metadata (input audio at the config's
+    rate, output scores) and the label names packed in as labels.txt. A scene probe was
+    trained on whole-clip embeddings (the mean over windows): average the windows'
+    scores for a clip-level answer."""
+    from msss_tf.tflite_metadata import add_classifier_metadata
+
+    samples = embedder.config.segment_samples
+    multilabel = getattr(probe.layers[-1].activation, "__name__", "") == "sigmoid"
+
+    @tf.function(input_signature=[tf.TensorSpec([1, samples], tf.float32, name="waveform")])
+    def classify(waveform):
+        embedding = tf.reduce_mean(embedder.window_frames_tf(waveform), axis=1)
+        return {"probabilities": probe(embedding, training=False)}
+
+    holder = _VariableHolder(embedder)
+    holder.probe_variables = [getattr(v, "value", v) for v in probe.variables]
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [classify.get_concrete_function()], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    content = add_tflite_metadata(
+        converter.convert(), TFLITE_CONFIG_METADATA,
+        json.dumps(dict(embedder.config.to_dict(), _probe=name,
+                        _labels=list(label_names))).encode())
+    return add_classifier_metadata(content, embedder.config, label_names, name, multilabel)
 
 
 def _select_float_blocks(build, evaluate, num_blocks: int, min_cosine: float,
