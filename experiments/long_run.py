@@ -56,8 +56,9 @@ flags.DEFINE_integer("probe_epochs", 100, "Most epochs of each probe (curve).")
 flags.DEFINE_list("keep_steps", ["1000", "2000", "3000", "5000", "10000", "20000", "30000"],
                   "Checkpoints kept in RUN_DIR/kept/ for the learning curve (the run itself "
                   "keeps only its newest three) (train).")
-flags.DEFINE_list("layers", ["block4b_add", "block6b_add", "top_activation"],
-                  "EfficientNet layers to embed from, frequency flattened (layers).")
+flags.DEFINE_list("layers", ["stage3", "stage4", "stage6", "top"],
+                  "Where to read the embeddings: EfficientNet stages (stage1..stage7, top) "
+                  "or layer names of its body, frequency flattened (layers).")
 flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default); "
                      "1 lets two runs share 2 cores without contention (train).")
 
@@ -290,34 +291,10 @@ def summary_table(rows) -> str:
     return "\n".join(lines)
 
 
-def layer_encoder(encoder, layer: str):
-    """The encoder cut at EfficientNet layer `layer` (e.g. "block4b_add",
-    "top_activation"): log-mel [b, frames, n_mels] -> [b, frames // 32, F_l * C_l], the
-    layer's feature map with frequency flattened (not pooled) and time averaged to the
-    encoder's 3 frames per window, so `Embedder` places windows exactly as for the whole
-    encoder."""
-    import keras
-    import numpy as np
-
-    body = encoder.get_layer("efficientnet")
-    cut = keras.Model(body.inputs, body.get_layer(layer).output)
-    n_mels = encoder.input_shape[-1]
-    probe = np.zeros((1, 96, n_mels), np.float32)
-    _, frames, bands, channels = cut(encoder.get_layer("add_channel")(probe)).shape
-    log_mel = keras.Input(shape=(None, n_mels), name="log_mel")
-    x = log_mel
-    if any(l.name == "window_mean_subtraction" for l in encoder.layers):
-        x = encoder.get_layer("window_mean_subtraction")(x)
-    x = cut(encoder.get_layer("add_channel")(x))
-    x = keras.layers.Reshape((-1, bands * channels))(x)
-    factor = frames // 3
-    x = keras.layers.AveragePooling1D(factor, factor)(x)
-    return keras.Model(log_mel, x, name=f"encoder_to_{layer}")
-
-
 def layer_rows(run_dir, tasks, steps, layers):
-    """Probe rows of one run's encoder cut at each of `layers` (see `layer_encoder`), at
-    `steps` (0: the untrained encoder with batch norm at init and calibrated)."""
+    """Probe rows of one run's encoder read at each of `layers` (`Embedder` `layer=`:
+    a stage name or a layer of the EfficientNet body), at `steps` (0: the untrained
+    encoder with batch norm at init and calibrated)."""
     from msss_tf.config import CONFIG_FILENAME, MSSSConfig
     from msss_tf.data.pipeline import sample_segments
     from msss_tf.embed import Embedder
@@ -352,8 +329,10 @@ def layer_rows(run_dir, tasks, steps, layers):
     for kind, step, name, make in sources:
         for layer in layers:
             def cut(make=make, layer=layer):
+                from msss_tf.encoder import encoder_at_layer
+
                 whole = make()
-                return Embedder(whole.frontend, layer_encoder(whole.encoder, layer), config)
+                return Embedder(whole.frontend, encoder_at_layer(whole.encoder, layer), config)
 
             out_dir = os.path.join(run_dir, "layers", f"{name}-{layer}")
             for r in _probe(cut, f"{name}-{layer}", out_dir, tasks):

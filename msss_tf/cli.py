@@ -21,6 +21,7 @@ import textwrap
 
 from absl import flags
 
+from msss_tf.config import EMBEDDING_LAYERS
 from msss_tf.packages import MissingPackageError, require_modules
 
 USAGE = __doc__
@@ -289,6 +290,10 @@ def _define_probe(fv):
                          flag_values=fv)
     flags.DEFINE_integer("patience", 20, "Early-stopping patience in epochs.", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the probe initialisation.", flag_values=fv)
+    flags.DEFINE_enum("embedding_layer", "output", list(EMBEDDING_LAYERS), "Where to read "
+                      "the frozen encoder's embeddings: output (the encoder's, the paper's) "
+                      "or an EfficientNet stage (stage1..stage7, top; frequency flattened).",
+                      flag_values=fv)
 
 
 def _define_demo(fv):
@@ -475,8 +480,14 @@ def run_probe(fv):
         probe=fv.probe, hidden_layers=fv.hidden_layers, learning_rates=learning_rates,
         max_epochs=fv.max_epochs, patience=fv.patience, seed=fv.seed,
     )
-    run_probes(fv.model_dir, fv.task, settings, out_dir=fv.out_dir, data_dir=fv.data_dir,
-               export_dir=fv.export_dir or None)
+    model, name = fv.model_dir, None
+    if fv.embedding_layer != "output":
+        from msss_tf.embed import Embedder
+
+        model = Embedder.from_path(fv.model_dir, layer=fv.embedding_layer)
+        name = f"{os.path.basename(os.path.normpath(fv.model_dir))}@{fv.embedding_layer}"
+    run_probes(model, fv.task, settings, out_dir=fv.out_dir, data_dir=fv.data_dir,
+               export_dir=fv.export_dir or None, encoder_name=name)
     return 0
 
 

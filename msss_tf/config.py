@@ -15,6 +15,10 @@ from typing import Any, Tuple
 
 LOSS_NAMES = ("clip", "frame", "pitch")
 CONFIG_FILENAME = "msss_config.json"
+# Where a frozen encoder's embeddings can be read (`msss_tf.encoder.encoder_at_layer`):
+# "output" (the encoder's frequency-pooled output, the paper's), an EfficientNet stage's
+# output or "top" (the head's activation), frequency flattened.
+EMBEDDING_LAYERS = ("output",) + tuple(f"stage{i}" for i in range(1, 8)) + ("top",)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Embeddings from a frozen encoder, for audio of any length (scene and timestamp).
 
-Which layer: the encoder's frequency-pooled output (1280-d for B0), not the 512-d heads.
-The heads exist to serve the pre-training losses and are discarded, as in COLA and
-SimCLR; the layer under them carries more general information.
+Which layer: by default the encoder's frequency-pooled output (1280-d for B0), not the
+512-d heads. The heads exist to serve the pre-training losses and are discarded, as in
+COLA and SimCLR; the layer under them carries more general information. `layer=` reads
+an earlier EfficientNet stage instead ("stage1" .. "stage7", "top"; frequency flattened,
+`msss_tf.encoder.encoder_at_layer`): the same windows and frames, another feature map.
 
 Every embedding is an output frame of a genuine 0.96 s window encoded alone, exactly as
 in training. That matters: EfficientNet's squeeze-and-excitation blocks pool over their
@@ -37,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from msss_tf.config import MSSSConfig
-from msss_tf.encoder import TIME_STRIDE, build_encoder
+from msss_tf.encoder import TIME_STRIDE, build_encoder, encoder_at_layer
 from msss_tf.frontend import LogMelFrontEnd
 
 
@@ -253,21 +255,25 @@ class Embedder(tf.Module):
         self.timestamp_embedding_size = self.scene_embedding_size
 
     @classmethod
-    def from_model(cls, model, **kwargs) -> "Embedder":
-        return cls(model.frontend, model.encoder, model.msss_config, **kwargs)
+    def from_model(cls, model, layer: str = "output", **kwargs) -> "Embedder":
+        """The embedder of an `MSSSModel`, read at `layer` (`EMBEDDING_LAYERS`: "output",
+        the paper's, or an EfficientNet stage, see `msss_tf.encoder.encoder_at_layer`)."""
+        return cls(model.frontend, encoder_at_layer(model.encoder, layer), model.msss_config,
+                   **kwargs)
 
     @classmethod
-    def from_path(cls, path: str, **kwargs) -> "Embedder":
-        return cls.from_model(load_msss_model(path), **kwargs)
+    def from_path(cls, path: str, layer: str = "output", **kwargs) -> "Embedder":
+        return cls.from_model(load_msss_model(path), layer=layer, **kwargs)
 
     @classmethod
     def random_init(cls, config: MSSSConfig, seed: int = 0, calibration_audio=None,
-                    **kwargs) -> "Embedder":
+                    layer: str = "output", **kwargs) -> "Embedder":
         """An untrained encoder: the reference row 'random initialisation'.
 
         Args:
             config: the run's `MSSSConfig` (encoder size, front end).
             seed: seeds the initial weights.
+            layer: where to read the embeddings (see `from_model`).
             calibration_audio: None, or float32 [n, config.segment_samples] waveforms:
                 the batch-norm moving statistics are then estimated on them (weights
                 untouched; see `calibrate_batch_norm`). Without it, batch norm keeps its
@@ -281,7 +287,7 @@ class Embedder(tf.Module):
         encoder = build_encoder(config)
         if calibration_audio is not None:
             calibrate_batch_norm(encoder, frontend, calibration_audio)
-        return cls(frontend, encoder, config, **kwargs)
+        return cls(frontend, encoder_at_layer(encoder, layer), config, **kwargs)
 
     # ---------------------------------------------------------------- graph code
     def _windows_at(self, waveform, sample_starts, offset=0):

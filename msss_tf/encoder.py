@@ -26,7 +26,7 @@ import math
 import keras
 from keras import layers
 
-from msss_tf.config import MSSSConfig
+from msss_tf.config import EMBEDDING_LAYERS, MSSSConfig
 
 # (kernel, repeats, filters_in, filters_out, expand_ratio, strides, se_ratio) per stage.
 B0_STAGES = (
@@ -222,3 +222,56 @@ def build_encoder(config: MSSSConfig, name="encoder") -> keras.Model:
 def encoder_frames(num_log_mel_frames: int) -> int:
     """Encoder output frames for a log-mel input of `num_log_mel_frames` frames."""
     return num_log_mel_frames // TIME_STRIDE
+
+
+def stage_output_layer(body: keras.Model, layer: str) -> str:
+    """The name of the layer of the EfficientNet `body` that `layer` means: for a stage
+    ("stage1" .. "stage7", `EMBEDDING_LAYERS`) its last block's residual sum (or its
+    projection when the block has none); "top": "top_activation"; the name of a block's
+    or the top's layer (e.g. "block4b_add") is taken as it is."""
+    names = [l.name for l in body.layers]
+    if layer == "top":
+        return "top_activation"
+    if layer in EMBEDDING_LAYERS and layer != "output":
+        prefix = f"block{layer[len('stage'):]}"
+        return [n for n in names if n.startswith(prefix)
+                and n.endswith(("_add", "_project_bn"))][-1]
+    if layer in names and layer.startswith(("block", "top_")):
+        return layer
+    raise ValueError(f"embedding layer {layer!r}: choose one of {', '.join(EMBEDDING_LAYERS)} "
+                     f"(or the name of a block's layer of the EfficientNet body)")
+
+
+def _stage_of(layer_name: str) -> int:
+    """1-7 for a block's layer ("block4b_add" -> 4), 7 for the top."""
+    return int(layer_name[len("block")]) if layer_name.startswith("block") else len(B0_STAGES)
+
+
+def encoder_at_layer(encoder: keras.Model, layer: str) -> keras.Model:
+    """The MSSS encoder read at `layer` (`msss_tf.config.EMBEDDING_LAYERS`): "output"
+    returns `encoder` itself; a stage ("stage1" .. "stage7") or "top" a model that reads
+    that layer instead.
+
+    log-mel [batch, frames, n_mels] -> [batch, frames // 32, F_l * C_l]: the layer's
+    feature map with frequency flattened (not pooled: the bands keep their place) and time
+    averaged to the encoder's own frames (one per 320 ms), so windows and frames line up
+    exactly as with the whole encoder. Shares the encoder's weights.
+    """
+    if layer == "output":
+        return encoder
+    body = encoder.get_layer("efficientnet")
+    name = stage_output_layer(body, layer)
+    cut = keras.Model(body.input, body.get_layer(name).output, name=f"efficientnet_to_{layer}")
+    n_mels = encoder.input_shape[-1]
+    stages = _stage_of(name)
+    stride = 2 * math.prod(stage[5] for stage in B0_STAGES[:stages])  # the stem halves too
+    bands, channels = cut.output.shape[2], cut.output.shape[3]
+    log_mel = keras.Input(shape=(None, n_mels), name="log_mel")
+    x = log_mel
+    names = [l.name for l in encoder.layers]
+    if "window_mean_subtraction" in names:
+        x = encoder.get_layer("window_mean_subtraction")(x)
+    x = cut(encoder.get_layer("add_channel")(x))
+    x = layers.Reshape((-1, bands * channels), name="flatten_frequency")(x)
+    x = layers.AveragePooling1D(TIME_STRIDE // stride, name="pool_to_encoder_frames")(x)
+    return keras.Model(log_mel, x, name=f"encoder_at_{layer}")

@@ -173,3 +173,30 @@ def test_export_prints_tflite_parity_and_warns_below_099():
     assert lines[0] == "  TFLite float32: min cosine to the Keras encoder 1.0000 over 16 windows"
     assert "int8: min cosine to the Keras encoder 0.0923" in lines[1]
     assert lines[2].startswith("  WARNING: int8 drifts") and len(lines) == 3
+
+
+def test_probe_reads_the_embedding_layer_asked_for(tmp_path, monkeypatch):
+    """`--embedding_layer=stage3` probes the encoder read at its third stage; a name that
+    is not a layer is refused by the flag, before any work."""
+    import keras
+
+    from msss_tf import probe
+    from msss_tf.config import MSSSConfig
+    from msss_tf.model import MSSSModel
+
+    config = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25)
+    keras.utils.set_random_seed(0)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config.save(str(run_dir))
+    MSSSModel(config).save(str(run_dir / "model.keras"))
+    seen = {}
+    monkeypatch.setattr(probe, "run_probes", lambda model, tasks, settings, **kw: seen.update(
+        model=model, **kw))
+    args = ["msss-tf", "probe", f"--model_dir={run_dir}", "--task=synthetic_scene",
+            f"--out_dir={tmp_path / 'out'}"]
+    assert cli.main(args + ["--embedding_layer=stage3"]) == 0
+    assert seen["encoder_name"] == "run@stage3"
+    assert seen["model"].scene_embedding_size == 8 * 16  # 8 bands x 16 channels at x0.25
+    assert cli.main(args) == 0 and seen["model"] == str(run_dir)  # the encoder's output
+    assert cli.main(args + ["--embedding_layer=block9"]) == 2

@@ -151,3 +151,19 @@ def test_batch_norm_calibration_sets_statistics_and_keeps_weights():
     assert np.abs(calibrated).mean() > 100 * np.abs(at_init).mean()
     with pytest.raises(ValueError, match="calibration audio"):
         calibrate_batch_norm(encoder, frontend, segments[:1])
+
+
+def test_embeddings_read_at_an_earlier_stage():
+    from msss_tf.encoder import encoder_at_layer
+
+    at_stage = Embedder.random_init(CONFIG, seed=1, layer="stage3")
+    whole = Embedder.random_init(CONFIG, seed=1)
+    x = audio(2.0, n=2)
+    expected = encoder_at_layer(whole.encoder, "stage3")(
+        whole.frontend(x[:, :CONFIG.segment_samples])).numpy()  # the first window
+    emb, _ = at_stage.timestamp_embeddings(x)
+    assert emb.shape[-1] == at_stage.scene_embedding_size == expected.shape[-1] != \
+        whole.scene_embedding_size
+    frames = at_stage.encode_windows(x[:, :CONFIG.segment_samples])
+    np.testing.assert_allclose(frames, expected, rtol=1e-4, atol=1e-6)
+    assert at_stage.scene_embeddings(x).shape == (2, expected.shape[-1])

@@ -296,3 +296,35 @@ def test_window_mean_normalization_makes_the_encoder_gain_invariant(rng, tmp_pat
 def test_input_normalization_is_validated():
     with pytest.raises(ValueError, match="input_normalization"):
         MSSSConfig(input_normalization="per_band")
+
+
+def test_encoder_at_a_stage_reads_that_layer_frequency_flattened(small_config, rng):
+    """Each stage's feature map, time averaged to the encoder's frames, with the encoder's
+    weights (nothing copied); "output" is the encoder itself; a wrong name says the
+    choices."""
+    from msss_tf.config import EMBEDDING_LAYERS
+    from msss_tf.encoder import encoder_at_layer, stage_output_layer
+
+    config = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25,
+                        input_normalization="window_mean")
+    encoder = build_encoder(config)
+    x = rng.normal(size=(2, 96, 64)).astype(np.float32)
+    body = encoder.get_layer("efficientnet")
+    assert encoder_at_layer(encoder, "output") is encoder
+    for layer in EMBEDDING_LAYERS[1:]:
+        at = encoder_at_layer(encoder, layer)
+        name = stage_output_layer(body, layer)
+        feature_map = keras.Model(body.input, body.get_layer(name).output)(
+            (x - x.mean(axis=(1, 2), keepdims=True))[..., None]).numpy()
+        b, t, f, c = feature_map.shape
+        expected = feature_map.reshape(b, 3, t // 3, f * c).mean(axis=2)
+        got = at(x).numpy()
+        assert got.shape == (2, 3, f * c), layer
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+        assert {id(v) for v in at.weights} <= {id(v) for v in encoder.weights}
+    assert stage_output_layer(body, "stage3") == "block3a_project_bn"
+    np.testing.assert_array_equal(encoder_at_layer(encoder, "block3a_project_bn")(x).numpy(),
+                                  encoder_at_layer(encoder, "stage3")(x).numpy())
+    assert stage_output_layer(body, "top") == "top_activation"
+    with pytest.raises(ValueError, match="stage1, stage2"):
+        encoder_at_layer(encoder, "block3")
