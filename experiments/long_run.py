@@ -30,6 +30,8 @@ import time
 
 from absl import app, flags
 
+from experiments.curve_tables import write_curve, write_layers
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "The run directory (train, curve).")
 flags.DEFINE_string("corpus_dir", None, "Corpus folder written by `msss-tf corpus`: "
@@ -194,103 +196,6 @@ def curve_rows(run_dir, tasks, steps):
     return rows
 
 
-def write_curve(rows, out):
-    """CSV, a Markdown table (last step of each run beside the references) and a plot."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    fields = ["run", "recipe", "seed", "kind", "step", "task", "metric", "value"]
-    with open(out + ".csv.tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: (r["run"], r["kind"], r["step"],
-                                                     r["task"], r["metric"])))
-    os.replace(out + ".csv.tmp", out + ".csv")
-    metrics = sorted({(r["task"], r["metric"]) for r in rows})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
-    for ax, (task, metric) in zip(axes[0], metrics):
-        chosen = [r for r in rows if (r["task"], r["metric"]) == (task, metric)]
-        for run in sorted({r["run"] for r in chosen}):
-            points = sorted((r["step"], r["value"]) for r in chosen
-                            if r["run"] == run and r["kind"] == "pre-trained")
-            start = [r["value"] for r in chosen
-                     if r["kind"] == "random init (BN calibrated)"][:1]  # the shared step 0
-            points = [(0, v) for v in start] + points
-            if points:
-                ax.plot(*zip(*points), marker="o", label=run)
-        for kind, style in (("log-mel mean/std", ":"), ("random init (BN at init)", "--")):
-            values = [r["value"] for r in chosen if r["kind"] == kind]
-            if values:
-                ax.axhline(sum(values) / len(values), linestyle=style, color="grey",
-                           label=kind)
-        ax.set_xscale("symlog", linthresh=1000)
-        ax.set_title(f"{task}\n{metric}", fontsize=9)
-        ax.set_xlabel("pre-training steps")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out + ".png", dpi=90)
-    plt.close(fig)
-
-    lines = ["| run | step | " + " | ".join(f"{t} {m}" for t, m in metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]
-    keys = sorted({(r["run"], r["kind"], r["step"]) for r in rows},
-                  key=lambda k: (k[1] != "pre-trained", k[0], k[2]))
-    for run, kind, step in keys:
-        values = {(r["task"], r["metric"]): r["value"] for r in rows
-                  if (r["run"], r["kind"], r["step"]) == (run, kind, step)}
-        label = run if kind == "pre-trained" else f"{kind} ({run})"
-        lines.append(f"| {label} | {step} | " + " | ".join(
-            f"{values[m]:.3f}" if m in values else "" for m in metrics) + " |")
-    with open(out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(out + "_summary.md", "w") as f:
-        f.write(summary_table(rows) + "\n")
-    return out
-
-
-def summary_table(rows) -> str:
-    """Markdown: each recipe at each step and each reference, as mean +- std over the
-    seeds that have it (n seeds), the paper's rows (on its own tasks) below."""
-    import statistics
-
-    from msss_tf.study import PAPER_COLUMNS, PAPER_RESULTS
-
-    metrics = sorted({(r["task"], r["metric"]) for r in rows})
-    groups = {}
-    for r in rows:
-        name = r["recipe"] if r["kind"] == "pre-trained" else r["kind"]
-        groups.setdefault((r["kind"] != "pre-trained", name, r["step"]), {}).setdefault(
-            (r["task"], r["metric"]), {})[r["seed"]] = r["value"]
-    lines = ["| encoder | step | seeds | " + " | ".join(f"{t} {m}" for t, m in metrics) + " |",
-             "|---|---|---|" + "---|" * len(metrics)]
-    for (_, name, step), values in sorted(groups.items()):
-        seeds = sorted({seed for per_seed in values.values() for seed in per_seed})
-        cells = []
-        for m in metrics:
-            got = list(values.get(m, {}).values())
-            if not got:
-                cells.append("")
-            elif len(got) == 1:
-                cells.append(f"{got[0]:.3f}")
-            else:
-                cells.append(f"{statistics.mean(got):.3f} ± {statistics.stdev(got):.3f}")
-        lines.append(f"| {name} | {step} | {len(seeds)} | " + " | ".join(cells) + " |")
-    # The paper's Table 1, on AudioSet pre-training and its own tasks, for the shape of the
-    # comparison only: Speech Commands ~ keywords, NSynth ~ pitch, DCASE 2016 ~ events.
-    analogue = {"speech_commands": "realistic_keywords", "nsynth_pitch": "realistic_pitch",
-                "dcase2016_task2": "realistic_events"}
-    for row, values in PAPER_RESULTS.items():
-        paper = {(analogue[t], m): v for (t, m, _), v in zip(PAPER_COLUMNS, values)}
-        lines.append(f"| paper: {row} (AudioSet; its tasks) | 4624 x 1024 | 1 | " + " | ".join(
-            f"{paper[m]:.3f}" if m in paper else "" for m in metrics) + " |")
-    return "\n".join(lines)
-
-
 def layer_rows(run_dir, tasks, steps, layers):
     """Probe rows of one run's encoder read at each of `layers` (`Embedder` `layer=`:
     a stage name or a layer of the EfficientNet body), at `steps` (0: the untrained
@@ -339,35 +244,6 @@ def layer_rows(run_dir, tasks, steps, layers):
                 rows.append({"run": label, "kind": kind, "step": step, "layer": layer,
                              "task": r["task"], "metric": r["metric"], "value": r["value"]})
     return rows
-
-
-def write_layers(rows, out):
-    """CSV and a Markdown table of `layer_rows`."""
-    import csv
-
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    fields = ["run", "kind", "step", "layer", "task", "metric", "value"]
-    with open(out + ".csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    metrics = sorted({(r["task"], r["metric"]) for r in rows})
-    lines = ["| encoder | step | layer | " + " | ".join(f"{t} {m}" for t, m in metrics) + " |",
-             "|---|---|---|" + "---|" * len(metrics)]
-    keys = []
-    for r in rows:
-        key = (r["run"], r["kind"], r["step"], r["layer"])
-        if key not in keys:
-            keys.append(key)
-    for run, kind, step, layer in keys:
-        values = {(r["task"], r["metric"]): r["value"] for r in rows
-                  if (r["run"], r["kind"], r["step"], r["layer"]) == (run, kind, step, layer)}
-        label = run if kind == "pre-trained" else f"{kind} ({run})"
-        lines.append(f"| {label} | {step} | {layer} | " + " | ".join(
-            f"{values[m]:.3f}" if m in values else "" for m in metrics) + " |")
-    with open(out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return out
 
 
 def main(argv):

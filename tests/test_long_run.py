@@ -79,7 +79,7 @@ def test_diagnose_reports_shortcuts_and_collapse():
 
 def test_summary_table_gives_mean_and_std_over_seeds():
     sys.path.insert(0, ROOT)
-    from experiments.long_run import summary_table
+    from experiments.curve_tables import summary_table
 
     def row(kind, recipe, seed, step, value, task="realistic_keywords", metric="top1_acc"):
         return {"run": f"{recipe} seed {seed}", "recipe": recipe, "seed": seed, "kind": kind,

@@ -25,6 +25,9 @@ from msss_tf.export import (
 )
 from test_export import clips, perturbed_model  # tests/ is on sys.path (pytest prepend mode)
 
+# Each TFLite conversion takes 10-25 s on 2 cores (more under load): the slow stage.
+pytestmark = pytest.mark.slow
+
 WINDOW = 15600
 
 
@@ -122,11 +125,7 @@ def assert_guarded(path, embedder, windows, variant):
         assert all(tensors[i]["dtype"] == np.float32 for i in op["inputs"]), op
 
 
-# dynamic_int8 (the variant to ship) in the default run; the others' conversions take
-# 10-25 s each, so they run in the slow stage.
-@pytest.mark.parametrize("variant", [
-    pytest.param(v, marks=() if v == "dynamic_int8" else pytest.mark.slow)
-    for v in TFLITE_VARIANTS])
+@pytest.mark.parametrize("variant", TFLITE_VARIANTS)
 def test_raw_tflite_file_gives_nan_for_nonfinite_input(variant, tflite_file, embedder,
                                                        windows):
     assert_guarded(tflite_file(variant), embedder, windows, variant)
