@@ -112,7 +112,7 @@ def write_layers(rows, out):
     import csv
 
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    fields = ["run", "kind", "step", "layer", "task", "metric", "value"]
+    fields = ["run", "recipe", "seed", "kind", "step", "layer", "task", "metric", "value"]
     with open(out + ".csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

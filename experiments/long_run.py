@@ -147,30 +147,20 @@ def _probe(make_embedder, name, out_dir, tasks):
     return [r for r in rows if r["split"] == "test"]
 
 
-def curve_rows(run_dir, tasks, steps):
-    """Probe rows of one run at `steps` (those with a checkpoint), plus its references."""
+def run_encoders(run_dir, steps):
+    """(config, encoders) of one run: `encoders` lists (kind, step, cache name,
+    make_embedder) for the untrained encoder at step 0 (batch norm at its initial
+    statistics and calibrated on the corpus) and the run's checkpoints at the other steps
+    (those it has)."""
     from msss_tf.config import CONFIG_FILENAME, MSSSConfig
     from msss_tf.data.pipeline import sample_segments
     from msss_tf.embed import Embedder
-    from msss_tf.study import LogMelStatsEmbedder
 
     config = MSSSConfig.load(os.path.join(run_dir, CONFIG_FILENAME))
     with open(os.path.join(run_dir, "long_run.json")) as f:
         record = json.load(f)
     per_epoch = record["steps_per_epoch"]
-    run = "+".join(config.losses)
-    if "frame" in config.losses and config.frame_negatives != "segment":
-        run += f" (frame negatives: {config.frame_negatives})"
-    recipe = run
-    run += f" seed {config.seed}"
-    rows = []
-
-    def add(kind, step, make_embedder, name):
-        for r in _probe(make_embedder, name, os.path.join(run_dir, "curve", name), tasks):
-            rows.append({"run": run, "recipe": recipe, "seed": config.seed, "kind": kind,
-                         "step": step, "task": r["task"], "metric": r["metric"],
-                         "value": r["value"]})
-
+    encoders = []
     for step in steps:
         if step == 0:
             def calibrated():
@@ -179,10 +169,10 @@ def curve_rows(run_dir, tasks, steps):
                 return Embedder.random_init(config, seed=config.seed,
                                             calibration_audio=calibration)
 
-            add("random init (BN calibrated)", 0, calibrated, "random_init_bn_calibrated")
-            add("random init (BN at init)", 0,
-                lambda: Embedder.random_init(config, seed=config.seed), "random_init_bn_at_init")
-            add("log-mel mean/std", 0, lambda: LogMelStatsEmbedder(config), "logmel_stats")
+            encoders += [("random init (BN calibrated)", 0, "random_init_bn_calibrated",
+                          calibrated),
+                         ("random init (BN at init)", 0, "random_init_bn_at_init",
+                          lambda: Embedder.random_init(config, seed=config.seed))]
             continue
         if step % per_epoch:
             raise app.UsageError(f"--curve_steps: {step} is not a multiple of the run's "
@@ -192,57 +182,60 @@ def curve_rows(run_dir, tasks, steps):
                                  os.path.join(run_dir, "checkpoints", name))
                      if os.path.exists(p)), None)
         if path:
-            add("pre-trained", step, lambda: Embedder.from_path(path), f"step-{step:06d}")
+            encoders.append(("pre-trained", step, f"step-{step:06d}",
+                             lambda path=path: Embedder.from_path(path)))
+    return config, encoders
+
+
+def run_label(config):
+    """(run, recipe): "clip+frame+pitch (frame negatives: batch) seed 0" and the same
+    without the seed."""
+    recipe = "+".join(config.losses)
+    if "frame" in config.losses and config.frame_negatives != "segment":
+        recipe += f" (frame negatives: {config.frame_negatives})"
+    return f"{recipe} seed {config.seed}", recipe
+
+
+def curve_rows(run_dir, tasks, steps):
+    """Probe rows of one run at `steps` (those with a checkpoint), plus its references
+    (the untrained encoder in both forms and the log-mel statistics) at step 0."""
+    from msss_tf.study import LogMelStatsEmbedder
+
+    config, encoders = run_encoders(run_dir, steps)
+    if 0 in steps:
+        encoders.append(("log-mel mean/std", 0, "logmel_stats",
+                         lambda: LogMelStatsEmbedder(config)))
+    run, recipe = run_label(config)
+    rows = []
+    for kind, step, name, make in encoders:
+        for r in _probe(make, name, os.path.join(run_dir, "curve", name), tasks):
+            rows.append({"run": run, "recipe": recipe, "seed": config.seed, "kind": kind,
+                         "step": step, "task": r["task"], "metric": r["metric"],
+                         "value": r["value"]})
     return rows
 
 
 def layer_rows(run_dir, tasks, steps, layers):
     """Probe rows of one run's encoder read at each of `layers` (`Embedder` `layer=`:
     a stage name or a layer of the EfficientNet body), at `steps` (0: the untrained
-    encoder with batch norm at init and calibrated)."""
-    from msss_tf.config import CONFIG_FILENAME, MSSSConfig
-    from msss_tf.data.pipeline import sample_segments
+    encoder in both forms)."""
     from msss_tf.embed import Embedder
+    from msss_tf.encoder import encoder_at_layer
 
-    config = MSSSConfig.load(os.path.join(run_dir, CONFIG_FILENAME))
-    with open(os.path.join(run_dir, "long_run.json")) as f:
-        record = json.load(f)
-    per_epoch = record["steps_per_epoch"]
+    config, encoders = run_encoders(run_dir, steps)
+    run, recipe = run_label(config)
     rows = []
-    sources = []
-    for step in steps:
-        if step == 0:
-            def calibrated():
-                calibration = sample_segments(record["shards"], config, count=256,
-                                              seed=config.seed + 10_007)
-                return Embedder.random_init(config, seed=config.seed,
-                                            calibration_audio=calibration)
-
-            sources += [("random init (BN at init)", 0, "random_init_bn_at_init",
-                         lambda: Embedder.random_init(config, seed=config.seed)),
-                        ("random init (BN calibrated)", 0, "random_init_bn_calibrated",
-                         calibrated)]
-            continue
-        name = f"epoch-{step // per_epoch:04d}.keras"
-        path = next((p for p in (os.path.join(run_dir, "kept", name),
-                                 os.path.join(run_dir, "checkpoints", name))
-                     if os.path.exists(p)), None)
-        if path:
-            sources.append(("pre-trained", step, f"step-{step:06d}",
-                            lambda path=path: Embedder.from_path(path)))
-    label = "+".join(config.losses) + f" seed {config.seed}"
-    for kind, step, name, make in sources:
+    for kind, step, name, make in encoders:
         for layer in layers:
             def cut(make=make, layer=layer):
-                from msss_tf.encoder import encoder_at_layer
-
                 whole = make()
                 return Embedder(whole.frontend, encoder_at_layer(whole.encoder, layer), config)
 
             out_dir = os.path.join(run_dir, "layers", f"{name}-{layer}")
             for r in _probe(cut, f"{name}-{layer}", out_dir, tasks):
-                rows.append({"run": label, "kind": kind, "step": step, "layer": layer,
-                             "task": r["task"], "metric": r["metric"], "value": r["value"]})
+                rows.append({"run": run, "recipe": recipe, "seed": config.seed, "kind": kind,
+                             "step": step, "layer": layer, "task": r["task"],
+                             "metric": r["metric"], "value": r["value"]})
     return rows
 
 

@@ -50,6 +50,16 @@ def test_train_resumes_and_the_curve_probes_each_checkpoint(tmp_path):
              "--probe_epochs=2", f"--out={out}")
     assert list(csv.DictReader(open(f"{out}.csv"))) == rows
 
+    # Which layer: the encoder read at stage 3, untrained (both forms) and at step 2.
+    layers = tmp_path / "curve" / "layers"
+    long_run("layers", f"--run_dirs={run}", "--curve_steps=0,2", "--layers=stage3",
+             "--tasks=synthetic_scene", "--probe_epochs=2", f"--out={layers}")
+    rows = list(csv.DictReader(open(f"{layers}.csv")))
+    assert {(r["kind"], int(r["step"]), r["layer"]) for r in rows} == {
+        ("random init (BN calibrated)", 0, "stage3"), ("random init (BN at init)", 0, "stage3"),
+        ("pre-trained", 2, "stage3")}
+    assert "| clip+frame+pitch seed 0 | 2 | stage3 |" in open(f"{layers}.md").read()
+
 
 def test_diagnose_reports_shortcuts_and_collapse():
     import numpy as np
