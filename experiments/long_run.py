@@ -130,20 +130,27 @@ def train(run_dir, corpus_dir):
 
 
 def _probe(make_embedder, name, out_dir, tasks):
-    """Test-split rows of `make_embedder()` on `tasks`, cached in `out_dir` (results.json):
-    the embedder is built only when the cache does not hold every task."""
+    """Test-split rows of `make_embedder()` on `tasks`, cached in `out_dir`: results.json
+    (several tasks at once) and TASK/results.json (one added later). The embedder is built
+    only for the tasks the cache lacks, which alone are probed."""
     from msss_tf.probe import ProbeSettings, run_probes
 
-    done = os.path.join(out_dir, "results.json")
-    if os.path.exists(done):
-        with open(done) as f:
-            rows = json.load(f)["results"]
-        if {r["task"] for r in rows} >= set(tasks):
-            return [r for r in rows if r["split"] == "test"]
-    settings = ProbeSettings(learning_rates=(1e-3,), max_epochs=FLAGS.probe_epochs,
-                             patience=10, batch_size=32, seed=0)
-    rows, _, _ = run_probes(make_embedder(), tasks, settings, out_dir=out_dir, export_dir=None,
-                            encoder_name=name, progress=False, print_table=False)
+    rows = []
+    for path in [os.path.join(out_dir, "results.json")] + [
+            os.path.join(out_dir, t, "results.json") for t in tasks]:
+        if os.path.exists(path):
+            with open(path) as f:
+                rows += [r for r in json.load(f)["results"] if r["task"] in tasks]
+    missing = [t for t in tasks if t not in {r["task"] for r in rows}]
+    if missing:
+        settings = ProbeSettings(learning_rates=(1e-3,), max_epochs=FLAGS.probe_epochs,
+                                 patience=10, batch_size=32, seed=0)
+        embedder = make_embedder()
+        for task in missing:
+            new, _, _ = run_probes(embedder, [task], settings,
+                                   out_dir=os.path.join(out_dir, task), export_dir=None,
+                                   encoder_name=name, progress=False, print_table=False)
+            rows += new
     return [r for r in rows if r["split"] == "test"]
 
 
