@@ -75,6 +75,7 @@ def test_the_same_jobs_pass_the_check_with_the_packages_installed(tmp_path):
     cli.check_packages("demo", fv)  # raises if anything were missing
 
 
+@pytest.mark.slow  # four TensorFlow start-ups in subprocesses: ~12 s
 def test_tensorflow_start_up_lines_are_silenced_unless_asked_for(tmp_path):
     # embed loads TensorFlow, then fails on the missing model: enough to see the start-up.
     args = ["embed", f"--model={tmp_path}/none", f"--out={tmp_path}/e.npz", "x.wav"]

@@ -216,6 +216,7 @@ def test_concat_view_batching_matches_three_calls_in_inference_mode():
         MSSSModel(config, view_batching="stacked")
 
 
+@pytest.mark.slow  # three model builds per policy: ~5-7 s each
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_losses_agree_with_float32(policy):
     """Same weights, batch and random draws: the mixed-precision losses are the float32
@@ -240,6 +241,7 @@ def test_mixed_precision_losses_agree_with_float32(policy):
     assert MSSSModel.from_config(mixed.get_config()).mixed_precision == policy
 
 
+@pytest.mark.slow  # ~6-8 s
 def test_mixed_float16_step_scales_the_loss_and_updates_like_float32():
     """With the LossScaleOptimizer, one mixed_float16 step updates the weights as the
     float32 step does (the scale is undone before the update). SGD with learning rate 1

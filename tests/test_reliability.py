@@ -229,6 +229,7 @@ def test_nonfinite_steps_are_undone_with_skip(tmp_path, monkeypatch):
         "batches"] == 4
 
 
+@pytest.mark.slow  # two eager fits: ~8-13 s
 def test_undone_steps_do_not_count_towards_train_steps(tmp_path, monkeypatch):
     """Eager twin of the test above: the budget is optimiser steps, so an undone step is
     made up by one more batch (a second, one-step fit), and resuming counts both."""

@@ -366,6 +366,7 @@ def test_smoke_study_one_configuration_and_references_then_resume(tmp_path, monk
         study.run_study(out, study.Budget(**other), seeds=1, configs=keys)
 
 
+@pytest.mark.slow  # the study CLI in a subprocess: ~5-8 s
 def test_ablation_cli_report_only(tmp_path):
     values = {key: {0: {tm: 0.25 for tm in TASK_METRICS}} for key in ("clip", "logmel")}
     out = make_study(str(tmp_path / "study"), values)
