@@ -26,7 +26,10 @@ setup(
         "matplotlib>=3.8,<4",  # the study's plots (dcase_util needs it too)
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+        # jax: the cross-backend tests train the same model with KERAS_BACKEND=jax on CPU.
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "jax[cpu]>=0.10.2,<0.11"],
+        # Training on the JAX backend (GPU hosts install their own jax build).
+        "jax": ["jax>=0.10.2,<0.13"],
         # Kept so that older install lines keep working; their packages are now required.
         "study": [],
         "eval": [],

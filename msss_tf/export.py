@@ -702,7 +702,7 @@ def _log_mel_kept_float(frontend, waveform):
     """
     spectrum = frontend.spectrogram(waveform)
     one = tf.minimum(1.0, 1.0 + tf.abs(waveform[0, 0]))
-    mel = tf.tensordot(spectrum, frontend._mel_matrix * one, axes=1)
+    mel = tf.tensordot(spectrum, tf.constant(frontend.mel_matrix) * one, axes=1)
     if frontend.log_compress:
         mel = tf.math.log(mel + frontend.log_offset)
     return mel

@@ -4,17 +4,54 @@ One STFT serves both the anchor and its pitch-shifted copy: the shift rescales t
 frequency axis of the linear spectrum (Y(f) = X(f / rho)) before the mel matrix, so it
 costs one gather per example and keeps the duration exactly.
 
-The layers use `tf.signal` rather than `keras.ops`: the same graph must convert to
-TFLite built-in ops (RFFT needs `fft_length` a power of two), which `tf.signal.stft`
-is known to do.
+The layers run on every Keras backend: the pitch shift and the mel stage are
+`keras.ops`, the mel matrix a NumPy constant (`mel_weight_matrix`). Only the STFT has two
+forms: on TensorFlow `tf.signal.stft`, whose graph converts to TFLite built-in ops (RFFT
+with `fft_length` a power of two); elsewhere framing by gather, a periodic Hann window
+and `keras.ops.rfft`, the same numbers to float rounding (tested). TensorFlow is imported
+only on its own backend, so the front end trains with JAX where TensorFlow is absent.
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from msss_tf.config import MSSSConfig
+
+
+def _on_tensorflow() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+def hertz_to_mel(frequency):
+    """The HTK mel scale of `tf.signal`: 1127 ln(1 + f / 700)."""
+    return 1127.0 * np.log1p(np.asarray(frequency, np.float64) / 700.0)
+
+
+def mel_weight_matrix(num_mel_bins: int, num_spectrogram_bins: int, sample_rate: int,
+                      lower_edge_hertz: float, upper_edge_hertz: float) -> np.ndarray:
+    """float32 [num_spectrogram_bins, num_mel_bins]: triangular filters, HTK mel scale.
+
+    The formula of `tf.signal.linear_to_mel_weight_matrix` (the DC bin gets no weight;
+    band edges equally spaced in mel from `lower_edge_hertz` to `upper_edge_hertz`),
+    computed in float64: it equals TensorFlow's float32 matrix to within 2e-5.
+    """
+    frequencies = np.linspace(0.0, sample_rate / 2.0, num_spectrogram_bins)[1:]
+    bins_mel = hertz_to_mel(frequencies)[:, None]
+    edges = np.linspace(hertz_to_mel(lower_edge_hertz), hertz_to_mel(upper_edge_hertz),
+                        num_mel_bins + 2)
+    lower, center, upper = edges[None, :-2], edges[None, 1:-1], edges[None, 2:]
+    rising = (bins_mel - lower) / (center - lower)
+    falling = (upper - bins_mel) / (upper - center)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    return np.pad(weights, [[1, 0], [0, 0]]).astype(np.float32)
+
+
+def periodic_hann(length: int) -> np.ndarray:
+    """float32 [length]: the periodic Hann window (`tf.signal.hann_window`'s default)."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)).astype(np.float32)
 
 
 @keras.saving.register_keras_serializable(package="msss_tf")
@@ -34,20 +71,20 @@ class PitchShift(keras.layers.Layer):
     """
 
     def call(self, spectrum, ratio):
-        spectrum = tf.convert_to_tensor(spectrum)
-        ratio = tf.cast(tf.convert_to_tensor(ratio), spectrum.dtype)
-        num_bins = tf.shape(spectrum)[-1]
-        bins = tf.cast(tf.range(num_bins), spectrum.dtype)
+        spectrum = ops.convert_to_tensor(spectrum)
+        ratio = ops.cast(ratio, spectrum.dtype)
+        num_bins = spectrum.shape[-1]  # static: fft_length // 2 + 1
+        bins = ops.arange(num_bins, dtype=spectrum.dtype)
         source = bins[None, :] / ratio[:, None]  # [batch, bins]
-        top = tf.cast(num_bins - 1, spectrum.dtype)
-        inside = tf.cast(source <= top, spectrum.dtype)
-        lower = tf.minimum(tf.floor(source), top)
-        frac = tf.clip_by_value(source - lower, 0.0, 1.0)
-        lower_index = tf.cast(lower, tf.int32)
-        upper_index = tf.minimum(lower_index + 1, num_bins - 1)
+        top = float(num_bins - 1)
+        inside = ops.cast(source <= top, spectrum.dtype)
+        lower = ops.minimum(ops.floor(source), top)
+        frac = ops.clip(source - lower, 0.0, 1.0)
+        lower_index = ops.cast(lower, "int32")
+        upper_index = ops.minimum(lower_index + 1, num_bins - 1)
         # Gather along the bin axis with a different index row per example.
-        low = tf.gather(spectrum, lower_index, axis=2, batch_dims=1)
-        high = tf.gather(spectrum, upper_index, axis=2, batch_dims=1)
+        low = ops.take_along_axis(spectrum, lower_index[:, None, :], axis=2)
+        high = ops.take_along_axis(spectrum, upper_index[:, None, :], axis=2)
         weight_high = (frac * inside)[:, None, :]
         weight_low = ((1.0 - frac) * inside)[:, None, :]
         return low * weight_low + high * weight_high
@@ -97,14 +134,10 @@ class LogMelFrontEnd(keras.layers.Layer):
         self.log_compress = bool(log_compress)
         self.log_offset = float(log_offset)
         self.pitch_shift = PitchShift(name="pitch_shift")
-        # A constant, not a weight: it is fully determined by the settings above.
-        self._mel_matrix = tf.signal.linear_to_mel_weight_matrix(
-            num_mel_bins=self.n_mels,
-            num_spectrogram_bins=self.fft_length // 2 + 1,
-            sample_rate=self.sample_rate,
-            lower_edge_hertz=self.mel_fmin,
-            upper_edge_hertz=self.mel_fmax,
-        )
+        # Constants, not weights: fully determined by the settings above.
+        self.mel_matrix = mel_weight_matrix(self.n_mels, self.fft_length // 2 + 1,
+                                            self.sample_rate, self.mel_fmin, self.mel_fmax)
+        self._window = periodic_hann(self.stft_window)
 
     @classmethod
     def from_msss_config(cls, config: MSSSConfig, **kwargs) -> "LogMelFrontEnd":
@@ -123,7 +156,7 @@ class LogMelFrontEnd(keras.layers.Layer):
         )
 
     def build(self, waveform_shape, pitch_ratio_shape=None):
-        pass  # no weights: the mel matrix is a constant made in __init__
+        pass  # no weights: the mel matrix and window are constants made in __init__
 
     def num_frames(self, num_samples: int) -> int:
         """STFT frames for `num_samples` samples (0 when shorter than one window)."""
@@ -133,25 +166,39 @@ class LogMelFrontEnd(keras.layers.Layer):
 
     def spectrogram(self, waveform):
         """float32 [batch, samples] -> linear spectrum [batch, frames, fft_length//2+1]."""
-        waveform = tf.convert_to_tensor(waveform, tf.float32)
-        stft = tf.signal.stft(
-            waveform,
-            frame_length=self.stft_window,
-            frame_step=self.stft_hop,
-            fft_length=self.fft_length,
-            window_fn=tf.signal.hann_window,
-            pad_end=False,
-        )
-        magnitude = tf.abs(stft)
+        if _on_tensorflow():
+            import tensorflow as tf
+
+            stft = tf.signal.stft(
+                tf.convert_to_tensor(waveform, tf.float32),
+                frame_length=self.stft_window,
+                frame_step=self.stft_hop,
+                fft_length=self.fft_length,
+                window_fn=tf.signal.hann_window,
+                pad_end=False,
+            )
+            magnitude = tf.abs(stft)
+        else:
+            magnitude = self._magnitude_ops(waveform)
         if self.spectrum_power != 1.0:
-            magnitude = tf.pow(magnitude, self.spectrum_power)
+            magnitude = ops.power(magnitude, self.spectrum_power)
         return magnitude
+
+    def _magnitude_ops(self, waveform):
+        """|STFT| in `keras.ops` (any backend): frames by gather, Hann, `rfft`."""
+        waveform = ops.cast(waveform, "float32")
+        frames = self.num_frames(int(waveform.shape[-1]))
+        starts = np.arange(frames, dtype=np.int32)[:, None] * self.stft_hop
+        index = starts + np.arange(self.stft_window, dtype=np.int32)[None, :]
+        framed = ops.take(waveform, index, axis=-1) * self._window  # [batch, frames, window]
+        real, imag = ops.rfft(framed, fft_length=self.fft_length)
+        return ops.sqrt(real * real + imag * imag)
 
     def mel(self, spectrum):
         """Linear spectrum [batch, frames, bins] -> (log-)mel [batch, frames, n_mels]."""
-        mel = tf.tensordot(spectrum, self._mel_matrix, axes=1)
+        mel = ops.tensordot(spectrum, self.mel_matrix, axes=1)
         if self.log_compress:
-            mel = tf.math.log(mel + self.log_offset)
+            mel = ops.log(mel + self.log_offset)
         return mel
 
     def call(self, waveform, pitch_ratio=None):

@@ -29,12 +29,20 @@ Speed and scale options (none changes the default step's numbers):
   gradient (the optimiser sums gradients over replicas); the reported metrics are
   averaged over replicas. `set_batch_norm_synchronized(True)` makes the encoder's batch
   normalisation use global-batch statistics too (see docs/performance.md).
+
+Backends: the model builds and trains on TensorFlow (the default) and on JAX. Both run the
+same `compute_msss_losses` (written in `keras.ops`); `train_step` is TensorFlow's
+`GradientTape` step above, or on JAX a stateless step (`jax.value_and_grad` of the same
+losses, the optimiser's `stateless_apply`), which Keras's JAX trainer compiles. On JAX the
+random draws come from JAX's generator, so the same seed draws other numbers than on
+TensorFlow; given the same draws (`pitch_ratio`, `positive_noise` in the batch) both
+backends compute the same losses and gradients. tf.distribute is TensorFlow's alone.
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from msss_tf.config import MSSSConfig
 from msss_tf.encoder import build_encoder
@@ -189,15 +197,20 @@ class MSSSModel(keras.Model):
 
     def _encode(self, log_mel, training):
         frames = self.encoder(log_mel, training=training)
-        return frames if frames.dtype == tf.float32 else tf.cast(frames, tf.float32)
+        if keras.backend.standardize_dtype(frames.dtype) == "float32":
+            return frames
+        return ops.cast(frames, "float32")
 
     def _encode_views(self, mels, training):
         """Encoder outputs of a list of log-mel views (None entries stay None)."""
         present = [m for m in mels if m is not None]
         if self.view_batching == "concat" and len(present) > 1:
-            sizes = [tf.shape(m)[0] for m in present]
-            joined = self._encode(tf.concat(present, axis=0), training)
-            parts = iter(tf.split(joined, sizes, axis=0))
+            ends, end = [], 0
+            for m in present[:-1]:  # the views have the same, static batch size
+                end += _batch_size(m)
+                ends.append(end)
+            joined = self._encode(ops.concatenate(present, axis=0), training)
+            parts = iter(ops.split(joined, ends, axis=0))
             return [None if m is None else next(parts) for m in mels]
         return [None if m is None else self._encode(m, training) for m in mels]
 
@@ -226,15 +239,15 @@ class MSSSModel(keras.Model):
         numbers differ from TensorFlow's for the same seed).
         """
         config = self.msss_config
-        anchor_wave = tf.convert_to_tensor(batch["anchor"], tf.float32)
-        batch_size = tf.shape(anchor_wave)[0]
+        anchor_wave = _waveform(batch["anchor"])
+        batch_size = ops.shape(anchor_wave)[0]
         self_mode = config.frame_positives == "self"
         need_positive = self.clip_loss is not None or (self.frame_loss is not None and self_mode)
         replica = _replica_context()
 
         ratio = None
         if config.needs_shifted_view and "pitch_ratio" in batch:  # the caller's own draws
-            ratio = tf.convert_to_tensor(batch["pitch_ratio"], tf.float32)
+            ratio = ops.cast(batch["pitch_ratio"], "float32")
         elif config.needs_shifted_view:
             ratio = _global_draw(
                 replica,
@@ -254,15 +267,15 @@ class MSSSModel(keras.Model):
 
         positive_mel = None
         if need_positive:
-            positive_wave = tf.convert_to_tensor(batch["positive"], tf.float32)
+            positive_wave = _waveform(batch["positive"])
             if config.positive_noise_std > 0 and "positive_noise" in batch:
-                positive_wave += tf.convert_to_tensor(batch["positive_noise"], tf.float32)
+                positive_wave += ops.cast(batch["positive_noise"], "float32")
             elif config.positive_noise_std > 0:
-                samples = tf.shape(positive_wave)[1]
+                samples = ops.shape(positive_wave)[1]
                 positive_wave += _global_draw(
                     replica,
                     lambda n: keras.random.normal(
-                        tf.stack([n, samples]),
+                        _shape_of(n, samples),
                         stddev=config.positive_noise_std,
                         seed=self.seed_generator,
                     ),
@@ -306,6 +319,8 @@ class MSSSModel(keras.Model):
 
     def _cross_replica_clip_loss(self, replica, anchor, positive):
         """The clip loss of this replica's anchors against the global batch's positives."""
+        import tensorflow as tf
+
         everyone = replica.all_gather(positive, axis=0)  # [R * b, D], replica order
         logits = self.clip_loss.logits(anchor, everyone)  # [b, R * b]
         local = tf.shape(anchor)[0]
@@ -317,6 +332,12 @@ class MSSSModel(keras.Model):
         return loss, tf.reduce_mean(hits)
 
     def _update_trackers(self, values):
+        if keras.backend.backend() != "tensorflow":
+            for name, tracker in self.trackers.items():
+                tracker.update_state(values[name])
+            return {name: tracker.result() for name, tracker in self.trackers.items()}
+        import tensorflow as tf
+
         replica = _replica_context()
         if replica is not None:  # every replica reports the global batch's means
             names = list(self.trackers)
@@ -333,7 +354,25 @@ class MSSSModel(keras.Model):
             results = {name: tf.reshape(value, [1]) for name, value in results.items()}
         return results
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """One optimiser step: `train_step(data)` on TensorFlow, `train_step(state, data)`
+        (stateless, returns (logs, state)) on JAX, as each backend's trainer calls it."""
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            return self._tensorflow_train_step(*args)
+        if backend == "jax":
+            return self._jax_train_step(*args)
+        raise NotImplementedError(f"MSSSModel trains on the tensorflow and jax backends, "
+                                  f"not on KERAS_BACKEND={backend!r}")
+
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return self._jax_test_step(*args)
+        return self._update_trackers(self.compute_msss_losses(args[0], training=False))
+
+    def _tensorflow_train_step(self, data):
+        import tensorflow as tf
+
         replica = _replica_context()
         with tf.GradientTape() as tape:
             values = self.compute_msss_losses(data, training=True)
@@ -347,8 +386,62 @@ class MSSSModel(keras.Model):
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_trackers(values)
 
-    def test_step(self, data):
-        return self._update_trackers(self.compute_msss_losses(data, training=False))
+    # JAX: Keras's JAX trainer passes the variables' values as `state` and jit-compiles
+    # the step; the variables themselves are read only through a StatelessScope.
+    def stateless_msss_losses(self, trainable_values, non_trainable_values, data,
+                              training=True, optimizer_values=None):
+        """`compute_msss_losses` as a pure function of the variables' values (JAX).
+
+        Returns (scaled total loss, (values dict, new non-trainable values)): the batch-norm
+        statistics and the view generator's seed are non-trainable, so a step's updates of
+        them come back instead of being assigned. The loss is scaled by the optimiser
+        (mixed_float16 loss scaling) when `optimizer_values` is given.
+        """
+        mapping = list(zip(self.trainable_variables, trainable_values))
+        mapping += list(zip(self.non_trainable_variables, non_trainable_values))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            values = self.compute_msss_losses(data, training=training)
+            loss = values["loss"]
+            if self.losses:  # regularisers, if a user adds any
+                loss = loss + ops.sum(ops.stack(self.losses))
+        new_non_trainable = []
+        for variable, value in zip(self.non_trainable_variables, non_trainable_values):
+            current = scope.get_current_value(variable)
+            new_non_trainable.append(value if current is None else current)
+        if optimizer_values is not None:
+            with keras.StatelessScope(
+                    state_mapping=list(zip(self.optimizer.variables, optimizer_values))):
+                loss = self.optimizer.scale_loss(loss)
+        return loss, (values, new_non_trainable)
+
+    def _stateless_trackers(self, metrics_values, values):
+        mapping = list(zip(self.metrics_variables, metrics_values))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            logs = self._update_trackers(values)
+        new_metrics = []
+        for variable, value in zip(self.metrics_variables, metrics_values):
+            current = scope.get_current_value(variable)
+            new_metrics.append(value if current is None else current)
+        return logs, new_metrics
+
+    def _jax_train_step(self, state, data):
+        import jax
+
+        trainable, non_trainable, optimizer_values, metrics_values = state
+        gradient_fn = jax.value_and_grad(self.stateless_msss_losses, has_aux=True)
+        (_, (values, non_trainable)), gradients = gradient_fn(
+            trainable, non_trainable, data, training=True, optimizer_values=optimizer_values)
+        trainable, optimizer_values = self.optimizer.stateless_apply(
+            optimizer_values, gradients, trainable)
+        logs, metrics_values = self._stateless_trackers(metrics_values, values)
+        return logs, (trainable, non_trainable, optimizer_values, metrics_values)
+
+    def _jax_test_step(self, state, data):
+        trainable, non_trainable, metrics_values = state
+        _, (values, non_trainable) = self.stateless_msss_losses(
+            trainable, non_trainable, data, training=False)
+        logs, metrics_values = self._stateless_trackers(metrics_values, values)
+        return logs, (trainable, non_trainable, metrics_values)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Under a tf.distribute strategy Keras builds the model symbolically from a batch
@@ -356,6 +449,10 @@ class MSSSModel(keras.Model):
         under MultiWorkerMirroredStrategy. Every layer here is built in `__init__`, so only
         the optimiser's slots remain: build them in the strategy's scope, as Keras does."""
         if getattr(self, "_distribute_strategy", None) is None:
+            if keras.backend.backend() != "tensorflow":  # every layer is built in __init__
+                if self.optimizer is not None and not self.optimizer.built:
+                    self.optimizer.build(self.trainable_variables)
+                return self._post_build()
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         with self.distribute_strategy.scope():
             if self.optimizer is not None and not self.optimizer.built:
@@ -381,8 +478,36 @@ class MSSSModel(keras.Model):
         return cls(config=MSSSConfig.from_dict(config.pop("msss_config")), **config)
 
 
+def _waveform(value):
+    """A batch of waveforms as float32: int16 PCM (the NumPy input path's) is scaled by
+    1 / 32768, so the host can send half the bytes."""
+    value = ops.convert_to_tensor(value)
+    if keras.backend.standardize_dtype(value.dtype) == "int16":
+        return ops.cast(value, "float32") * (1.0 / 32768.0)
+    return ops.cast(value, "float32")
+
+
+def _batch_size(tensor):
+    size = tensor.shape[0]
+    return size if size is not None else ops.shape(tensor)[0]
+
+
+def _shape_of(*dims):
+    """A shape for keras.random: a tuple of ints, or on TensorFlow a dynamic shape tensor."""
+    if all(isinstance(d, int) for d in dims):
+        return tuple(dims)
+    import tensorflow as tf
+
+    return tf.stack(dims)
+
+
 def _replica_context():
-    """The replica context of a multi-replica tf.distribute step, else None."""
+    """The replica context of a multi-replica tf.distribute step, else None (always None
+    off TensorFlow)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
     if not tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
         return None
     context = tf.distribute.get_replica_context()
@@ -397,6 +522,8 @@ def _global_draw(replica, draw, local_batch):
     own slice, so the values are those one device would draw for the global batch."""
     if replica is None:
         return draw(local_batch)
+    import tensorflow as tf
+
     everyone = draw(local_batch * replica.num_replicas_in_sync)
     start = tf.cast(replica.replica_id_in_sync_group, tf.int32) * local_batch
     return everyone[start:start + local_batch]
