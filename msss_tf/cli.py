@@ -2,6 +2,7 @@
 
     msss-tf corpus   --out_dir=DIR [--minutes=60]       render the realistic offline corpus
     msss-tf prepare  --audio_dir=DIR --out_dir=DIR      audio folder -> TFRecord shards
+    msss-tf arrays   --source=DIR --out_dir=DIR         audio folder -> int16 NumPy arrays
     msss-tf pretrain --data=synthetic|DIR --model_dir=DIR [...]
     msss-tf probe    --model_dir=DIR --task=NAME|PATH --out_dir=DIR [...]
     msss-tf demo     [--model_dir=DIR]                  the main job on built-in data
@@ -173,6 +174,22 @@ def _define_corpus(fv):
     flags.DEFINE_boolean("prepare", True, "Also decode the clips once into TFRecord shards "
                          "under OUT_DIR/shards, the folder to pass as pretrain --data.",
                          flag_values=fv)
+    flags.DEFINE_boolean("arrays", False, "Also write the clips as int16 NumPy arrays under "
+                         "OUT_DIR/arrays (msss_tf.data.arrays: the input path that needs no "
+                         "TensorFlow, for Keras on JAX).", flag_values=fv)
+
+
+def _define_arrays(fv):
+    flags.DEFINE_string("source", None, "Folder tree of audio files (what libsndfile reads; "
+                        "any sample rate and channel count), or a corpus folder written by "
+                        "`msss-tf corpus` (its audio/, in manifest order).", flag_values=fv)
+    flags.DEFINE_string("out_dir", None, "Where audio.npy (int16, all clips concatenated), "
+                        "offsets.npy and arrays.json go.", flag_values=fv)
+    flags.DEFINE_integer("sample_rate", 16000, "Sample rate the audio is resampled to.",
+                         flag_values=fv)
+    flags.DEFINE_float("max_clip_seconds", 10.0, "Longer files are stored as clips of about "
+                       "this length (0.67x to 1.5x), decoded one at a time; 0: whole files.",
+                       flag_values=fv)
 
 
 def _define_pretrain(fv):
@@ -335,8 +352,8 @@ def _define_embed(fv):
 
 # -------------------------------------------------------------------------- commands
 def run_corpus(fv):
-    """Renders the realistic corpus (msss_tf.data.realistic) and, by default, its shards."""
-    from msss_tf.data import prepare_corpus
+    """Renders the realistic corpus (msss_tf.data.realistic) and, by default, its shards;
+    with --arrays, its corpus arrays too."""
     from msss_tf.data.realistic import build_corpus
 
     try:
@@ -366,11 +383,51 @@ def run_corpus(fv):
           f"{build['audio_seconds_per_wall_second']:.0f}x real time: "
           f"{os.path.join(fv.out_dir, 'manifest.json')}")
     if fv.prepare:
+        from msss_tf.data import prepare_corpus
+
         shards = os.path.join(fv.out_dir, "shards")
         prepared = prepare_corpus(os.path.join(fv.out_dir, manifest["audio_dir"]), shards)
         print(f"shards: {prepared['num_clips']} clips in {prepared['num_shards']} shard(s); "
               f"pre-train with: msss-tf pretrain --data={shards} --model_dir=...")
+    if fv.arrays:
+        from msss_tf.data.arrays import write_corpus_arrays
+
+        arrays_dir = os.path.join(fv.out_dir, "arrays")
+        _print_arrays_summary(write_corpus_arrays(fv.out_dir, arrays_dir), arrays_dir)
     return 0
+
+
+def run_arrays(fv):
+    """Writes an audio folder (or a corpus folder) as corpus arrays."""
+    import time
+
+    from msss_tf.data.arrays import write_corpus_arrays
+
+    _require(fv, "source", "out_dir")
+    last = [time.time()]
+
+    def progress(done, total):
+        if time.time() - last[0] > 10:
+            last[0] = time.time()
+            print(f"  read {done}/{total} files", flush=True)
+
+    info = write_corpus_arrays(fv.source, fv.out_dir, sample_rate=fv.sample_rate,
+                               max_clip_seconds=fv.max_clip_seconds, progress=progress)
+    _print_arrays_summary(info, fv.out_dir)
+    return 0
+
+
+def _print_arrays_summary(info, out_dir):
+    from msss_tf.data.arrays import AUDIO_NAME, INFO_NAME, OFFSETS_NAME
+
+    megabytes = sum(os.path.getsize(os.path.join(out_dir, name))
+                    for name in (AUDIO_NAME, OFFSETS_NAME)) / 1e6
+    print(f"arrays: {info['num_clips']} clips, {info['seconds_total'] / 60:.1f} min, "
+          f"{megabytes:.1f} MB in {out_dir}")
+    skipped = len(info["skipped"])
+    if skipped:
+        counts = ", ".join(f"{n} {reason}" for reason, n in info["skipped_counts"].items())
+        print(f"skipped {skipped} file(s) ({counts}): see {os.path.join(out_dir, INFO_NAME)}")
 
 
 def run_prepare(fv):
@@ -648,6 +705,8 @@ COMMANDS = {
     "corpus": (_define_corpus, run_corpus, "Render the realistic offline pre-training corpus "
                "(speech, music, everyday sounds)."),
     "prepare": (_define_prepare, run_prepare, "Decode an audio folder once into TFRecord shards."),
+    "arrays": (_define_arrays, run_arrays, "Decode an audio folder once into int16 NumPy "
+               "arrays (no TensorFlow needed)."),
     "pretrain": (_define_pretrain, run_pretrain, "Pre-train the MSSS model with model.fit."),
     "probe": (_define_probe, run_probe, "Linear/MLP probes on a frozen encoder; scores, exports."),
     "demo": (_define_demo, run_demo, "The main job on the built-in offline corpus, in minutes."),
@@ -662,6 +721,7 @@ COMMANDS = {
 REQUIRED_FLAGS = {
     "corpus": ("out_dir",),
     "prepare": ("audio_dir", "out_dir"),
+    "arrays": ("source", "out_dir"),
     "pretrain": ("model_dir",),
     "probe": ("model_dir", "task", "out_dir"),
     "export": ("model_dir", "export_dir"),
@@ -695,6 +755,16 @@ def _print_pretrain_summary(result, model_dir):
 
 class UsageError(Exception):
     pass
+
+
+def _needs_tensorflow(command, fv) -> bool:
+    """Whether `command` with these flags imports TensorFlow (then imported quietly up
+    front). Corpus arrays are written without it, on machines that may not have it."""
+    if command == "arrays":
+        return False
+    if command == "corpus":
+        return fv.prepare
+    return True
 
 
 # The packages each job imports beyond the core (all in install_requires: these checks
@@ -766,7 +836,8 @@ def main(argv=None) -> int:
     except (UsageError, MissingPackageError) as e:
         print(f"msss-tf {command}: error: {e}", file=sys.stderr)
         return 2
-    if not (fv.verbose or os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1")):
+    if _needs_tensorflow(command, fv) and not (
+            fv.verbose or os.environ.get("TF_CPP_MIN_LOG_LEVEL") in ("0", "1")):
         _import_tensorflow_quietly()
     try:
         return run(fv, positional) if command == "embed" else run(fv)

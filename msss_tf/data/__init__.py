@@ -1,67 +1,72 @@
 """Audio data for msss-tf: reading and checking files, the synthetic corpus, TFRecord
-preparation and the pre-training input pipeline.
+preparation, the NumPy corpus arrays and the pre-training input pipelines.
 
     load_audio / find_audio_files / SkipReport   audio.py      files -> checked waveforms
     synthetic_corpus / write_corpus_as_wav       synthetic.py  the built-in offline corpus
     prepare_corpus / tfrecord_dataset            tfrecord.py   folder -> TFRecord shards
     pretrain_dataset / sample_segment_pair       pipeline.py   clips -> segment-pair batches
+    write_corpus_arrays / SegmentPairs           arrays.py     folder -> int16 arrays ->
+                                                               segment-pair batches, no TF
+
+The names below are imported on first use (PEP 562): `import msss_tf.data.audio` or
+`import msss_tf.data.arrays` does not load TensorFlow, which only pipeline.py and
+tfrecord.py need (the arrays path runs where only numpy, scipy, jax and keras are
+installed).
 """
 
-from msss_tf.data.audio import (
-    AUDIO_EXTENSIONS,
-    AudioError,
-    SkipReport,
-    find_audio_files,
-    load_audio,
-    read_audio_info,
-)
-from msss_tf.data.pipeline import check_audio_folder, pretrain_dataset, sample_segment_pair
-from msss_tf.data.synthetic import synthetic_corpus, write_corpus_as_wav
-from msss_tf.data.tfrecord import (
-    is_prepared_dir,
-    prepare_corpus,
-    read_manifest,
-    tfrecord_dataset,
-)
+from __future__ import annotations
 
-__all__ = [
-    "AUDIO_EXTENSIONS",
-    "AudioError",
-    "SkipReport",
-    "check_audio_folder",
-    "find_audio_files",
-    "is_prepared_dir",
-    "load_audio",
-    "prepare_corpus",
-    "pretrain_dataset",
-    "read_audio_info",
-    "read_manifest",
-    "sample_segment_pair",
-    "synthetic_corpus",
-    "tfrecord_dataset",
-    "write_corpus_as_wav",
-]
+import importlib
 
-# Downstream tasks (msss_tf/data/tasks/): tfds speech_commands and nsynth, HEAR-layout
-# folders (DCASE 2016 task 2), and the built-in synthetic probe tasks.
-from msss_tf.data.tasks import (  # noqa: E402
-    TASK_NAMES,
-    Example,
-    MissingTaskFilesError,
-    Task,
-    TaskDataNotFoundError,
-    load_task,
-    synthetic_task,
-    write_hear_task,
-)
+_PUBLIC = {
+    # audio.py
+    "AUDIO_EXTENSIONS": "msss_tf.data.audio",
+    "AudioError": "msss_tf.data.audio",
+    "SkipReport": "msss_tf.data.audio",
+    "find_audio_files": "msss_tf.data.audio",
+    "load_audio": "msss_tf.data.audio",
+    "read_audio_info": "msss_tf.data.audio",
+    # pipeline.py (TensorFlow)
+    "check_audio_folder": "msss_tf.data.pipeline",
+    "pretrain_dataset": "msss_tf.data.pipeline",
+    "sample_segment_pair": "msss_tf.data.pipeline",
+    # synthetic.py
+    "synthetic_corpus": "msss_tf.data.synthetic",
+    "write_corpus_as_wav": "msss_tf.data.synthetic",
+    # tfrecord.py (TensorFlow)
+    "is_prepared_dir": "msss_tf.data.tfrecord",
+    "prepare_corpus": "msss_tf.data.tfrecord",
+    "read_manifest": "msss_tf.data.tfrecord",
+    "tfrecord_dataset": "msss_tf.data.tfrecord",
+    # arrays.py (numpy; SegmentPairs also keras)
+    "CorpusArrays": "msss_tf.data.arrays",
+    "SegmentPairs": "msss_tf.data.arrays",
+    "pairs_per_second": "msss_tf.data.arrays",
+    "write_corpus_arrays": "msss_tf.data.arrays",
+    # Downstream tasks (msss_tf/data/tasks/): tfds speech_commands and nsynth, HEAR-layout
+    # folders (DCASE 2016 task 2), and the built-in synthetic probe tasks.
+    "Example": "msss_tf.data.tasks",
+    "MissingTaskFilesError": "msss_tf.data.tasks",
+    "TASK_NAMES": "msss_tf.data.tasks",
+    "Task": "msss_tf.data.tasks",
+    "TaskDataNotFoundError": "msss_tf.data.tasks",
+    "load_task": "msss_tf.data.tasks",
+    "synthetic_task": "msss_tf.data.tasks",
+    "write_hear_task": "msss_tf.data.tasks",
+}
 
-__all__ += [
-    "Example",
-    "MissingTaskFilesError",
-    "TASK_NAMES",
-    "Task",
-    "TaskDataNotFoundError",
-    "load_task",
-    "synthetic_task",
-    "write_hear_task",
-]
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    module = _PUBLIC.get(name)
+    if module is None:
+        # Also how `from msss_tf.data import tasks` finds a submodule not imported yet.
+        raise AttributeError(f"module 'msss_tf.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
