@@ -144,3 +144,71 @@ def test_losses_gradients_and_fit_agree_across_backends(tmp_path, changes):
     jax_update = np.concatenate([jax_out[k].ravel() for k in fitted]) - start
     assert np.linalg.norm(tf_update) > 0.01  # training moved them
     assert np.linalg.norm(jax_update - tf_update) < 1e-2 * np.linalg.norm(tf_update)
+
+
+TRAIN_ON_JAX = """
+import sys
+import keras
+import numpy as np
+from msss_tf.config import MSSSConfig
+from msss_tf.model import MSSSModel, build_optimizer
+
+out = sys.argv[1]
+config = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25, batch_size=4,
+                    embedding_dim=32)
+model = MSSSModel(config)  # (keras.utils.set_random_seed would import TensorFlow)
+model.compile(build_optimizer(config))
+rng = np.random.default_rng(0)
+S = config.segment_samples
+batch = {"anchor": rng.normal(0, 0.1, (8, S)).astype("float32"),
+         "positive": rng.normal(0, 0.1, (8, S)).astype("float32")}
+model.fit(batch, batch_size=4, epochs=2, verbose=0)
+# Keras's own file helpers import TensorFlow where it is installed (gfile), and so does
+# keras.utils.set_random_seed; the model and its training must not.
+assert "tensorflow" not in sys.modules, "the JAX fit imported TensorFlow"
+model.save(out + "/model.keras")
+t = np.arange(S) / 16000.0
+windows = np.stack([0.3 * np.sin(2 * np.pi * f * t) + rng.normal(0, 0.02, S)
+                    for f in (220.0, 880.0, 3000.0)]).astype("float32")
+frames = keras.ops.convert_to_numpy(model(windows))
+np.savez(out + "/jax.npz", windows=windows, frames=frames)
+"""
+
+
+def cosines(a, b):
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@pytest.mark.slow  # a JAX fit, then a SavedModel and two TFLite conversions
+def test_a_model_trained_on_jax_exports_under_tensorflow(tmp_path):
+    from msss_tf.embed import load_msss_model
+    from msss_tf.export import TFLiteEmbedder, export_encoder, load_encoder
+
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.path.dirname(HERE))
+    done = subprocess.run([sys.executable, "-c", TRAIN_ON_JAX, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jax_run = np.load(tmp_path / "jax.npz")
+    windows, jax_frames = jax_run["windows"], jax_run["frames"]
+
+    # The .keras file written under JAX loads here and computes the same frames.
+    model = load_msss_model(str(tmp_path / "model.keras"))
+    np.testing.assert_allclose(model(windows).numpy(), jax_frames, rtol=1e-4, atol=1e-4)
+    # Export with the usual checks (each TFLite file is checked against Keras on export).
+    exported = export_encoder(str(tmp_path / "model.keras"), str(tmp_path / "saved"),
+                              tflite=("float32", "dynamic_int8"))
+    saved = load_encoder(exported["export_dir"]).encode_windows(windows)
+    np.testing.assert_allclose(saved, jax_frames, rtol=1e-4, atol=1e-4)
+    with open(exported["summary"]) as f:
+        summary = json.load(f)
+    for variant, target in (("float32", 0.9999), ("dynamic_int8", None)):
+        info = summary["tflite"][variant]
+        got = TFLiteEmbedder(exported["tflite"][variant]).encode_windows(windows)
+        assert got.shape == jax_frames.shape
+        if target is not None:
+            assert cosines(got, jax_frames).min() > target, variant
+        else:  # the variant's own target, as measured on export
+            assert info.get("meets_target", True), info
+            assert cosines(got, jax_frames).min() > 0.9, variant
