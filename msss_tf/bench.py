@@ -573,10 +573,16 @@ def run_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
     With `memory_in_background` (and the step part on), the peak-RSS subprocesses run
     while this process builds and traces the step variants, and are waited for before
     the first timed round, so no timed figure runs beside them."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        from msss_tf.bench_jax import run_jax_benchmark
+
+        return run_jax_benchmark(batch_size, steps, repeats, width_coefficient,
+                                 depth_coefficient, mixed_precision, parts, out=out, log=log)
     age_at_start = _process_age_seconds()
     started_perf = time.perf_counter()
     cpu = {"start-up": time.process_time()}  # CPU seconds (user + sys) per part
-    import keras
     import tensorflow as tf
 
     from msss_tf.config import MSSSConfig
@@ -726,14 +732,19 @@ def run_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
     log("")
     log(format_wall_table(results))
     if out:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        tmp = out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, out)
+        write_results(results, out)
         log(f"\nwrote {out}")
     return results
+
+
+def write_results(results: dict, out: str) -> None:
+    """The benchmark's JSON, written to a temporary name and renamed into place."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, out)
 
 
 def _json_default(value):

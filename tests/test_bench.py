@@ -101,6 +101,28 @@ def test_bench_cli_every_part(tmp_path):
     assert any("beside step warm-up" in k for k in figures["wall_seconds_per_part"])
 
 
+@pytest.mark.slow  # two jit compilations of B0's smallest sibling on JAX
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_bench_on_the_jax_backend_reports_step_and_input(tmp_path):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-m", "msss_tf.cli", "bench", "--batch_size=2", "--steps=1",
+         "--repeats=1", "--width_coefficient=0.25", "--depth_coefficient=0.25",
+         f"--out={out}"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["backend"] == "jax"
+    assert finite_positive_numbers(figures) == []
+    assert figures["step"]["step_overhead"] == figures["step_overhead"] > 0
+    assert figures["step"]["jit_compile"] is True
+    assert figures["input"]["int16_pairs_per_second"] > 0
+    assert figures["input_headroom"] == figures["input"]["input_headroom"] > 0
+    assert figures["skipped"] == [f"part '{p}': TensorFlow backend only (it measures the "
+                                  "TF export)" for p in ("embed", "memory")]
+    assert "backend jax" in proc.stdout and "input_headroom" in proc.stdout
+
+
 @pytest.mark.slow  # an export and 4 embed subprocesses
 def test_bench_long_audio_peak_rss_per_length(tmp_path):
     lines = []
