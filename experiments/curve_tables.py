@@ -134,3 +134,29 @@ def write_layers(rows, out):
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     return out
+
+
+def read_layer_rows(paths, layer, aliases=None):
+    """The rows of `write_layers` CSVs read at `layer`, for `summary_table`.
+
+    Older CSVs lack the recipe and seed columns (their run reads "RECIPE seed N") and
+    name a stage by its layer (pass `aliases`, e.g. {"block3a_project_bn": "stage3"} for
+    the x0.5 encoder). A row measured twice keeps the value of the later file."""
+    import csv
+
+    aliases = aliases or {}
+    kept = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                if aliases.get(r["layer"], r["layer"]) != layer:
+                    continue
+                recipe, seed = r.get("recipe"), r.get("seed")
+                if not recipe:
+                    recipe, _, seed = r["run"].rpartition(" seed ")
+                row = {"run": r["run"], "recipe": recipe, "seed": int(seed), "kind": r["kind"],
+                       "step": int(r["step"]), "layer": layer, "task": r["task"],
+                       "metric": r["metric"], "value": float(r["value"])}
+                name = recipe if r["kind"] == "pre-trained" else r["kind"]
+                kept[(name, row["seed"], row["step"], row["task"], row["metric"])] = row
+    return list(kept.values())

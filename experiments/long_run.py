@@ -30,7 +30,8 @@ import time
 
 from absl import app, flags
 
-from experiments.curve_tables import write_curve, write_layers
+from experiments.curve_tables import (read_layer_rows, summary_table, write_curve,
+                                      write_layers)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "The run directory (train, curve).")
@@ -58,6 +59,9 @@ flags.DEFINE_integer("probe_epochs", 100, "Most epochs of each probe (curve).")
 flags.DEFINE_list("keep_steps", ["1000", "2000", "3000", "5000", "10000", "20000", "30000"],
                   "Checkpoints kept in RUN_DIR/kept/ for the learning curve (the run itself "
                   "keeps only its newest three) (train).")
+flags.DEFINE_list("inputs", None, "CSV files written by `layers` (layers_summary).")
+flags.DEFINE_list("layer_aliases", [], "OLD=NEW layer names of older CSVs, e.g. "
+                  "block3a_project_bn=stage3 for the x0.5 encoder (layers_summary).")
 flags.DEFINE_list("layers", ["stage3", "stage4", "stage6", "top"],
                   "Where to read the embeddings: EfficientNet stages (stage1..stage7, top) "
                   "or layer names of its body, frequency flattened (layers).")
@@ -247,8 +251,19 @@ def layer_rows(run_dir, tasks, steps, layers):
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] not in ("train", "curve", "layers"):
-        raise app.UsageError("usage: python -m experiments.long_run train|curve|layers [flags]")
+    if len(argv) != 2 or argv[1] not in ("train", "curve", "layers", "layers_summary"):
+        raise app.UsageError(
+            "usage: python -m experiments.long_run train|curve|layers|layers_summary [flags]")
+    if argv[1] == "layers_summary":  # mean +- std over seeds of `layers` CSVs at one layer
+        if not FLAGS.inputs or len(FLAGS.layers) != 1:
+            raise app.UsageError("layers_summary needs --inputs=A.csv,... and one --layers")
+        rows = read_layer_rows(FLAGS.inputs, FLAGS.layers[0],
+                               dict(a.split("=", 1) for a in FLAGS.layer_aliases))
+        with open(FLAGS.out + ".md", "w") as f:
+            f.write(f"Read at {FLAGS.layers[0]}; mean ± std over seeds.\n\n"
+                    + summary_table(rows) + "\n")
+        print(f"layers_summary: {FLAGS.out}.md")
+        return
     if argv[1] == "layers":
         if not FLAGS.run_dirs:
             raise app.UsageError("--run_dirs is required")
