@@ -108,3 +108,24 @@ def test_summary_table_gives_mean_and_std_over_seeds():
     lines = table.splitlines()
     assert lines.index(next(l for l in lines if l.startswith("| clip |"))) < lines.index(
         next(l for l in lines if l.startswith("| random init")))  # pre-trained rows first
+
+
+def test_layer_rows_of_old_and_new_csvs_at_one_layer(tmp_path):
+    sys.path.insert(0, ROOT)
+    from experiments.curve_tables import read_layer_rows, summary_table
+
+    old = tmp_path / "old.csv"  # no recipe/seed columns, layers by their body name
+    old.write_text("run,kind,step,layer,task,metric,value\n"
+                   "clip seed 0,pre-trained,2000,block3a_project_bn,realistic_keywords,top1_acc,0.5\n"
+                   "clip seed 0,pre-trained,2000,block4b_add,realistic_keywords,top1_acc,0.9\n"
+                   "clip seed 1,pre-trained,2000,block3a_project_bn,realistic_keywords,top1_acc,0.1\n")
+    new = tmp_path / "new.csv"  # measures seed 1 again: the later file wins
+    new.write_text("run,recipe,seed,kind,step,layer,task,metric,value\n"
+                   "clip seed 1,clip,1,pre-trained,2000,stage3,realistic_keywords,top1_acc,0.3\n"
+                   "clip seed 1,clip,1,random init (BN at init),0,stage3,realistic_keywords,"
+                   "top1_acc,0.2\n")
+    rows = read_layer_rows([str(old), str(new)], "stage3", {"block3a_project_bn": "stage3"})
+    assert sorted((r["kind"], r["seed"], r["value"]) for r in rows) == [
+        ("pre-trained", 0, 0.5), ("pre-trained", 1, 0.3), ("random init (BN at init)", 1, 0.2)]
+    assert all(r["recipe"] == "clip" and r["layer"] == "stage3" for r in rows)
+    assert "| clip | 2000 | 2 | 0.400 ± 0.141 |" in summary_table(rows)
