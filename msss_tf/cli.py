@@ -152,6 +152,11 @@ def _define_prepare(fv):
                         flag_values=fv)
     flags.DEFINE_integer("num_shards", None, "Number of shards (default: by size, ~150 MB each).",
                          flag_values=fv)
+    _define_decoding(fv)
+
+
+def _define_decoding(fv):
+    """The decoding flags shared by `prepare` and `arrays`."""
     flags.DEFINE_integer("sample_rate", 16000, "Sample rate the audio is resampled to.",
                          flag_values=fv)
     flags.DEFINE_float("max_clip_seconds", 10.0, "Longer files are stored as clips of about "
@@ -185,11 +190,7 @@ def _define_arrays(fv):
                         "`msss-tf corpus` (its audio/, in manifest order).", flag_values=fv)
     flags.DEFINE_string("out_dir", None, "Where audio.npy (int16, all clips concatenated), "
                         "offsets.npy and arrays.json go.", flag_values=fv)
-    flags.DEFINE_integer("sample_rate", 16000, "Sample rate the audio is resampled to.",
-                         flag_values=fv)
-    flags.DEFINE_float("max_clip_seconds", 10.0, "Longer files are stored as clips of about "
-                       "this length (0.67x to 1.5x), decoded one at a time; 0: whole files.",
-                       flag_values=fv)
+    _define_decoding(fv)
 
 
 def _define_pretrain(fv):

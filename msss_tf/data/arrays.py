@@ -49,8 +49,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from msss_tf.data.audio import (AUDIO_EXTENSIONS, AudioError, SkipReport, find_audio_files,
-                                iter_audio_chunks, report_unsupported, write_json_atomically)
+from msss_tf.data.audio import (AudioError, SkipReport, audio_files_or_fail, iter_audio_chunks,
+                                write_json_atomically)
 
 __all__ = ["CorpusArrays", "SegmentPairs", "pairs_per_second", "to_int16",
            "write_corpus_arrays"]
@@ -208,14 +208,7 @@ def _source_files(source: str, report: SkipReport):
                              f"files in {manifest['audio_dir']}/, but there is no such folder")
         # A listed file that is gone is recorded as "not_found" when it is read.
         return root, [os.path.join(root, str(name)) for name in manifest["files"]]
-    unsupported: List[str] = []
-    paths = find_audio_files(source, unsupported)
-    report_unsupported(unsupported, report)
-    if not paths:
-        raise ValueError(f"no usable audio in {source}: no files with extensions "
-                         f"{', '.join(AUDIO_EXTENSIONS)}"
-                         + (f" ({len(unsupported)} file(s) in formats libsndfile cannot "
-                            f"read here, e.g. {unsupported[0]})" if unsupported else ""))
+    paths = audio_files_or_fail(source, report)
     return source, paths
 
 

@@ -471,6 +471,20 @@ def report_unsupported(paths: List[str], report: "SkipReport") -> None:
                    "(e.g. ffmpeg -i IN -ar 16000 OUT.flac)")
 
 
+def audio_files_or_fail(folder: str, report: "SkipReport") -> List[str]:
+    """`find_audio_files(folder)`, the unreadable formats recorded in `report`; a
+    ValueError naming the folder when no file is left."""
+    unsupported: List[str] = []
+    files = find_audio_files(folder, unsupported)
+    report_unsupported(unsupported, report)
+    if not files:
+        raise ValueError(f"no usable audio in {folder}: no files with extensions "
+                         f"{', '.join(AUDIO_EXTENSIONS)}"
+                         + (f" ({len(unsupported)} file(s) in formats libsndfile cannot "
+                            f"read here, e.g. {unsupported[0]})" if unsupported else ""))
+    return files
+
+
 class SkipReport:
     """Collects the files a loader skipped, with the reason for each.
 

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from msss_tf.config import MSSSConfig
-from msss_tf.data.audio import (AUDIO_EXTENSIONS, AudioError, SkipReport, find_audio_files,
-                                report_unsupported, load_audio_excerpt, read_audio_info)
+from msss_tf.data.audio import (AUDIO_EXTENSIONS, AudioError, SkipReport, audio_files_or_fail,
+                                load_audio_excerpt, read_audio_info)
 from msss_tf.data.synthetic import synthetic_corpus
 from msss_tf.data.tfrecord import is_prepared_dir, tfrecord_dataset
 
@@ -166,14 +166,7 @@ def check_audio_folder(root: str, report: Optional[SkipReport] = None) -> List[s
       ValueError: no file under `root` has a usable header.
     """
     report = report if report is not None else SkipReport()
-    unsupported = []
-    files = find_audio_files(root, unsupported)
-    report_unsupported(unsupported, report)
-    if not files:
-        raise ValueError(f"no usable audio in {root}: no files with extensions "
-                         f"{', '.join(AUDIO_EXTENSIONS)}"
-                         + (f" ({len(unsupported)} file(s) in formats libsndfile cannot "
-                            f"read here, e.g. {unsupported[0]})" if unsupported else ""))
+    files = audio_files_or_fail(root, report)
     usable = []
     for path in files:
         report.note_seen()

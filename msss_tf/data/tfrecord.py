@@ -23,8 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from msss_tf.data.audio import (AUDIO_EXTENSIONS, AudioError, SkipReport, find_audio_files,
-                                report_unsupported, iter_audio_chunks, write_json_atomically)
+from msss_tf.data.audio import (AudioError, SkipReport, audio_files_or_fail, iter_audio_chunks,
+                                write_json_atomically)
 
 MANIFEST_NAME = "manifest.json"
 SKIPPED_NAME = "skipped.json"
@@ -150,14 +150,7 @@ def prepare_corpus(
     if num_shards is not None and num_shards < 1:
         raise ValueError(f"num_shards={num_shards}: must be >= 1 (or None for size-based)")
     report = report if report is not None else SkipReport()
-    unsupported = []
-    files = find_audio_files(audio_dir, unsupported)
-    report_unsupported(unsupported, report)
-    if not files:
-        raise ValueError(f"no usable audio in {audio_dir}: no files with extensions "
-                         f"{', '.join(AUDIO_EXTENSIONS)}"
-                         + (f" ({len(unsupported)} file(s) in formats libsndfile cannot "
-                            f"read here, e.g. {unsupported[0]})" if unsupported else ""))
+    files = audio_files_or_fail(audio_dir, report)
     os.makedirs(out_dir, exist_ok=True)
     # Until the new manifest is written, the directory must not look prepared.
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
