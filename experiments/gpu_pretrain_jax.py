@@ -1,15 +1,23 @@
 """Pre-trains MSSSModel with Keras 3 on JAX, where TensorFlow is not installed (a lent GPU).
 
 The GPU machines lent to this project carry JAX (with CUDA) but neither TensorFlow nor
-keras; keras travels as wheels and a corpus subset as int16 arrays, both made by
-`experiments/gpu_pretrain_prep.sh`, which also prints the device command. This script:
+keras; keras (and, to render the corpus there, the corpus renderers and soundfile) travel
+as wheels made by `experiments/gpu_pretrain_prep.sh`, which also prints the device command.
+This script:
 
 * sets KERAS_BACKEND=jax itself, then imports only TensorFlow-free modules: `msss_tf.config`,
-  `msss_tf.model` (front end in `keras.ops`) and `msss_tf.data.arrays`; where the
-  `soundfile` package is missing (the GPU host), a placeholder stands in for it, since
+  `msss_tf.model` (front end in `keras.ops`), `msss_tf.data.arrays` and, with
+  `--render_minutes`, `msss_tf.data.realistic`; where the `soundfile` package cannot be
+  imported (the GPU host without the corpus wheels), a placeholder stands in for it, since
   reading corpus arrays never decodes audio (summary.json says which one was used);
-* reads `--arrays_dir` (a corpus arrays folder) through `SegmentPairs` in host threads,
-  int16 by default (half the host-to-device bytes; the model divides by 32768);
+* with `--render_minutes=N` (instead of `--arrays_dir`), first renders N minutes of the
+  realistic corpus (`build_corpus`, `--render_jobs` processes, default one per CPU) into
+  `--render_dir` (default /tmp/msss_corpus, outside `--out_dir`) and writes its corpus
+  arrays there (`write_corpus_arrays`), before JAX is imported; the render's clips,
+  minutes and seconds go to the log and to summary.json's "render";
+* reads the corpus arrays (`--arrays_dir`, or the rendered ones) through `SegmentPairs` in
+  host threads, int16 by default (half the host-to-device bytes; the model divides by
+  32768);
 * trains with `model.fit` and the model's own step (`MSSSModel.train_step`, compiled by
   Keras's JAX trainer, jit on) for `--train_seconds` after the first, compiling step, or
   until `--wall_seconds` after the process started, or `--max_steps`, or SIGTERM, and then
@@ -52,7 +60,8 @@ default initialisers draw their seeds from `random`); `keras.utils.set_random_se
 not called, since it imports TensorFlow where TensorFlow is installed.
 
     python experiments/gpu_pretrain_jax.py --arrays_dir=.gpu/arrays --out_dir=OUT
-    # a tiny CPU check (tests/test_gpu_pretrain.py runs one):
+    python experiments/gpu_pretrain_jax.py --render_minutes=240 --out_dir=OUT
+    # tiny CPU checks (tests/test_gpu_pretrain.py runs them, and --render_minutes=0.5):
     JAX_PLATFORMS=cpu python experiments/gpu_pretrain_jax.py --arrays_dir=A --out_dir=O \\
         --width=0.25 --depth=0.25 --batch_size=4 --checkpoint_steps=2 --train_seconds=5
 """
@@ -69,6 +78,7 @@ import platform
 import random
 import signal
 import sys
+import tempfile
 import time
 import types
 
@@ -105,8 +115,18 @@ def _on_sigterm(signum, frame):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--arrays_dir", required=True, help="corpus arrays folder (audio.npy, offsets.npy, "
-        "arrays.json), e.g. .gpu/arrays from gpu_pretrain_prep.sh")
+    add("--arrays_dir", default="", help="corpus arrays folder (audio.npy, offsets.npy, "
+        "arrays.json), e.g. .gpu/arrays from gpu_pretrain_prep.sh; or --render_minutes")
+    add("--render_minutes", type=float, default=0.0,
+        help="instead of --arrays_dir: render this many minutes of the realistic corpus "
+             "first (needs espeakng-loader, tinysoundfont, pretty-midi, soundfile); exits 4 "
+             "if that took over half of --wall_seconds")
+    add("--render_seed", type=int, default=0, help="the rendered corpus's seed")
+    add("--render_jobs", type=int, default=0,
+        help="render processes (0: one per CPU this process may use)")
+    add("--render_dir", default=os.path.join(tempfile.gettempdir(), "msss_corpus"),
+        help="the rendered corpus's folder (audio/, manifest.json, arrays/); keep it "
+             "outside --out_dir")
     add("--out_dir", required=True, help="output folder (flat; created)")
     add("--width", type=float, default=1.0, help="width_coefficient (1.0: B0)")
     add("--depth", type=float, default=1.0, help="depth_coefficient (1.0: B0)")
@@ -146,12 +166,86 @@ def parse_args(argv=None):
     for name in ("batch_size", "checkpoint_steps", "log_every", "workers", "max_queue_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name}={getattr(args, name)}: must be >= 1")
-    for name in ("max_steps", "start_step"):
+    for name in ("max_steps", "start_step", "render_jobs"):
         if getattr(args, name) < 0:
             parser.error(f"--{name}={getattr(args, name)}: must be >= 0")
+    if args.render_minutes < 0:
+        parser.error(f"--render_minutes={args.render_minutes}: must be >= 0")
+    if bool(args.arrays_dir) == (args.render_minutes > 0):
+        parser.error("give exactly one of --arrays_dir and --render_minutes (> 0)")
+    if args.render_minutes > 0:
+        render_dir = os.path.abspath(args.render_dir)
+        out_dir = os.path.abspath(args.out_dir)
+        if os.path.commonpath([render_dir, out_dir]) in (render_dir, out_dir):
+            parser.error(f"--render_dir={args.render_dir} and --out_dir={args.out_dir} must "
+                         "not contain one another (the output folder stays small and flat)")
     if args.train_seconds <= 0 or args.wall_seconds < 0 or args.max_shard_mb <= 0:
         parser.error("--train_seconds and --max_shard_mb must be > 0, --wall_seconds >= 0")
     return args
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def render_corpus(args) -> dict:
+    """Renders --render_minutes of the realistic corpus into --render_dir (audio/ and
+    manifest.json) and writes its corpus arrays to --render_dir/arrays; returns
+    summary.json's "render". Runs before JAX is imported: build_corpus's worker processes
+    are spawned (they re-run this file's top level, which imports nothing heavy), and its
+    eSpeak worker is `sys.executable -I -S` with the library's path as an argument, so
+    packages found through PYTHONPATH (the device's --target folder) serve both."""
+    began = time.monotonic()
+    try:
+        from msss_tf.data.arrays import write_corpus_arrays
+        from msss_tf.data.realistic import build_corpus
+    except (ImportError, OSError) as error:  # OSError: soundfile without libsndfile
+        raise SystemExit(
+            f"--render_minutes: the corpus builder cannot be imported ({type(error).__name__}: "
+            f"{error}); it needs soundfile (and cffi), espeakng-loader, tinysoundfont and "
+            "pretty-midi, which gpu_pretrain_prep.sh puts in .whl/") from error
+    jobs = args.render_jobs or usable_cpus()
+    render_dir = os.path.abspath(args.render_dir)
+    arrays_dir = os.path.join(render_dir, "arrays")
+    say(f"rendering {args.render_minutes:g} minutes of the realistic corpus (seed "
+        f"{args.render_seed}, {jobs} processes) into {render_dir}")
+    shown = set()
+
+    def progress(done, total):
+        tenth = done * 10 // max(total, 1)
+        if tenth not in shown:
+            shown.add(tenth)
+            say(f"  rendered {done}/{total} clips, {time.monotonic() - began:.1f} s")
+
+    try:
+        manifest = build_corpus(render_dir, args.render_minutes, seed=args.render_seed,
+                                jobs=jobs, progress=progress)
+    except ImportError as error:  # MissingCorpusPackageError names the package
+        raise SystemExit(f"--render_minutes: {error}") from error
+    rendered = time.monotonic()
+    info = write_corpus_arrays(render_dir, arrays_dir)
+    done = time.monotonic()
+    build = manifest.get("build", {})
+    result = {
+        "minutes_requested": args.render_minutes, "seed": args.render_seed, "jobs": jobs,
+        "clips": manifest["num_clips"], "minutes": round(manifest["seconds_total"] / 60, 2),
+        "clips_per_kind": manifest.get("clips_per_kind"),
+        "render_seconds": round(rendered - began, 2),
+        "arrays_seconds": round(done - rendered, 2), "seconds": round(done - began, 2),
+        "audio_seconds_per_cpu_second": build.get("audio_seconds_per_cpu_second"),
+        "array_clips": info["num_clips"], "skipped": len(info.get("skipped", [])),
+        "folder": render_dir, "arrays_dir": arrays_dir,
+        "renderers": manifest.get("renderers"),
+    }
+    say(f"rendered {result['clips']} clips, {result['minutes']:.1f} min in "
+        f"{result['render_seconds']:.1f} s ({build.get('audio_seconds_per_cpu_second')} "
+        f"audio s per CPU s), arrays in {result['arrays_seconds']:.1f} s "
+        f"({result['array_clips']} clips, {result['skipped']} skipped); "
+        f"{done - STARTED:.1f} s since start")
+    return result
 
 
 def soundfile_or_placeholder() -> str:
@@ -260,7 +354,18 @@ def main(argv=None):
     out_dir = os.path.abspath(args.out_dir)
     os.makedirs(out_dir, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    soundfile = soundfile_or_placeholder()
+    render = render_corpus(args) if args.render_minutes > 0 else None
+    if render and args.wall_seconds and time.monotonic() - STARTED > args.wall_seconds / 2:
+        # Model building and the first step's compile would leave no time to train.
+        write_json(os.path.join(out_dir, SUMMARY_NAME),
+                   {"status": "failed", "stop_reason": "render_too_slow", "render": render,
+                    "seconds_total": round(time.monotonic() - STARTED, 2),
+                    "flags": vars(args)})
+        say(f"the render took over half of --wall_seconds={args.wall_seconds:g}; not "
+            "training (lower --render_minutes)")
+        return 4
+    arrays_dir = render["arrays_dir"] if render else args.arrays_dir
+    soundfile = soundfile_or_placeholder()  # after rendering: only where there is none
 
     import jax
     import keras
@@ -281,9 +386,9 @@ def main(argv=None):
 
     config = make_config(args)
     config.save(out_dir)
-    arrays = arrays_module.CorpusArrays.load(args.arrays_dir)
+    arrays = arrays_module.CorpusArrays.load(arrays_dir)
     if arrays.sample_rate != config.sample_rate:
-        raise SystemExit(f"{args.arrays_dir}: sample_rate {arrays.sample_rate}, the config "
+        raise SystemExit(f"{arrays_dir}: sample_rate {arrays.sample_rate}, the config "
                          f"wants {config.sample_rate}")
 
     class Pairs(arrays_module.SegmentPairs):
@@ -335,7 +440,8 @@ def main(argv=None):
             "numpy": np.__version__, "python": platform.python_version()},
         "keras_backend": keras.backend.backend(), "soundfile": soundfile,
         "config": config.to_dict(), "flags": vars(args),
-        "corpus": {"folder": os.path.abspath(args.arrays_dir), "clips": arrays.num_clips,
+        "render": render,
+        "corpus": {"folder": os.path.abspath(arrays_dir), "clips": arrays.num_clips,
                    "seconds": round(arrays.seconds, 1),
                    "batch_over_clips": round(clips_per_batch, 2)},
         "parameters": parameters, "build_seconds": round(build_seconds, 2),

@@ -8,9 +8,15 @@ checkpoints every 2 steps; its final weights load under TensorFlow into MSSSMode
 separate process) and give finite embeddings; a second run warm-starts from them and
 stops at --max_steps. Both JAX runs share a JAX compilation cache, so the second compiles
 little. About 1.5 minutes on 2 shared cores.
+
+A second test renders the corpus in the training process (`--render_minutes`, as on the GPU
+host, where the corpus wheels are carried and soundfile is real; TensorFlow blocked) with
+two spawned render processes and trains two steps on it; the prep script's render mode
+prints the matching command. It is skipped where the corpus packages are missing.
 """
 
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -69,11 +75,14 @@ def run(command, env_extra, timeout=240):
                           timeout=timeout)
 
 
-def jax_env(tmp):
-    blocked = tmp / "blocked"
+def jax_env(tmp, block_soundfile=True):
+    blocked = tmp / ("blocked" if block_soundfile else "blocked_tf")
     if not blocked.exists():
         (blocked / "tensorflow").mkdir(parents=True)
-        for path in (blocked / "tensorflow" / "__init__.py", blocked / "soundfile.py"):
+        paths = [blocked / "tensorflow" / "__init__.py"]
+        if block_soundfile:
+            paths.append(blocked / "soundfile.py")
+        for path in paths:
             path.write_text("raise ModuleNotFoundError('not installed on the GPU host (blocked by "
                             "tests/test_gpu_pretrain.py)')\n")
     # XLA's CPU back end compiles faster unoptimised (a third off the first run here); the
@@ -172,3 +181,63 @@ def test_tiny_pretrain_on_jax_checkpoints_and_loads_on_tensorflow(tmp_path):
     assert warm["global_step"] == steps + 3 and warm["checkpoint_step"] == steps + 3
     assert [int(r["step"]) for r in read_rows(out2)] == [steps + 1, steps + 2, steps + 3]
     assert warm["weights_fingerprint"] != expected  # it trained
+
+
+CORPUS_MODULES = ("soundfile", "espeakng_loader", "tinysoundfont", "pretty_midi")
+
+
+def missing_corpus_modules():
+    missing = []
+    for name in CORPUS_MODULES:
+        try:
+            if importlib.util.find_spec(name) is None:
+                missing.append(name)
+        except (ImportError, ValueError):
+            missing.append(name)
+    if not missing:
+        try:
+            import soundfile  # noqa: F401  (the wheel without libsndfile raises OSError)
+        except (ImportError, OSError):
+            missing.append("soundfile (libsndfile)")
+    return missing
+
+
+@pytest.mark.slow  # one JAX run (compiling) after a 0.5-minute render: ~1 min
+def test_tiny_pretrain_renders_its_corpus_first(tmp_path):
+    missing = missing_corpus_modules()
+    if missing:
+        pytest.skip(f"the corpus packages are not importable here ({', '.join(missing)}): "
+                    "pip install -e '.[corpus]' && pip install --no-deps tinysoundfont")
+    # The prep script's render mode (no corpus argument): no arrays, the render command.
+    done = run(["bash", PREP], {"SKIP_WHEELS": "1", "SKIP_EXCLUDE": "1",
+                                "RENDER_MINUTES": "60", "WHEEL_DIR": str(tmp_path / "whl"),
+                                "PYTHON": sys.executable}, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "gpu_pretrain_jax.py --render_minutes=60 " in done.stdout
+    assert "--arrays_dir" not in done.stdout and '".gpu"' not in done.stdout
+    call = json.loads(done.stdout[done.stdout.index("{"):])
+    assert len(call["command"]) <= 2000 and call["timeout_s"] <= 600
+    assert call["carry"] == [str(tmp_path / "whl")]
+
+    # 0.5 minute is 5 clips of 4-10 s; two spawned render processes, as on the host (16).
+    out, corpus = tmp_path / "out", tmp_path / "corpus"
+    done = run([sys.executable, SCRIPT, "--render_minutes=0.5", "--render_jobs=2",
+                "--render_seed=3", f"--render_dir={corpus}", f"--out_dir={out}",
+                "--max_steps=2", "--train_seconds=120", *TINY],
+               jax_env(tmp_path, block_soundfile=False))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = check_output_folder(out)
+    assert summary["status"] == "completed" and summary["stop_reason"] == "max_steps"
+    assert summary["steps"] == 2 and summary["tensorflow_imported"] is False
+    assert summary["soundfile"] == "present"
+    render = summary["render"]
+    assert render["clips"] >= 3 and render["array_clips"] == render["clips"]
+    assert render["skipped"] == 0 and render["jobs"] == 2 and render["seed"] == 3
+    assert 0.45 <= render["minutes"] <= 0.55 and render["seconds"] > 0
+    assert render["renderers"]["libespeak-ng"]
+    assert summary["corpus"]["clips"] == render["clips"]
+    assert summary["corpus"]["folder"] == str(corpus / "arrays")
+    assert (corpus / "manifest.json").is_file() and (corpus / "arrays" / "arrays.json").is_file()
+    assert "rendered" in done.stdout
+    for row in read_rows(out):
+        assert math.isfinite(float(row["loss"])), row
