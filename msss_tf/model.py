@@ -193,7 +193,7 @@ class MSSSModel(keras.Model):
 
     # ------------------------------------------------------------------ inference
     def call(self, waveform, training=False):
-        return self._encode(self.frontend(waveform), training)
+        return self._encode(self.frontend(_waveform(waveform)), training)
 
     def _encode(self, log_mel, training):
         frames = self.encoder(log_mel, training=training)

@@ -6,6 +6,8 @@ of `keras.applications.EfficientNetB0`, pooled over frequency:
 
 The B0 encoder and the Keras reference are built once per module (module fixtures);
 tests that change their weights restore them.
+
+Backend-neutral: CI runs this file with KERAS_BACKEND=jax too.
 """
 
 import contextlib
@@ -25,6 +27,24 @@ from msss_tf.encoder import (
 )
 
 B0_PARAMS = 4_048_988
+
+
+ON_TENSORFLOW = keras.backend.backend() == "tensorflow"
+# On JAX every op is compiled by XLA on its first call with a new input shape (eager
+# dispatch), and so is each new weight shape's initializer: building B0 costs ~20 s there,
+# each new input shape seconds more. The tests marked `slow_on_jax` run by default on
+# TensorFlow as before; on JAX they run with -m slow. By default JAX runs the frequency
+# pooling (values, config round trip), the frame arithmetic and a small encoder's stage
+# shapes here; test_model.py runs the encoder inside MSSSModel (shapes, fit, .keras).
+
+
+def slow_on_jax(test):
+    return test if ON_TENSORFLOW else pytest.mark.slow(test)
+
+
+def to_np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
 
 @contextlib.contextmanager
 def preserved_weights(model):
@@ -73,6 +93,7 @@ def is_input_scaling(layer):
 
 
 # -------------------------------------------------------------- parameter count
+@slow_on_jax
 def test_b0_parameter_count(encoder, reference):
     normalization_weights = sum(
         int(np.prod(w.shape))
@@ -91,6 +112,7 @@ def test_b0_parameter_count(encoder, reference):
     assert encoder_trainable == reference_trainable
 
 
+@slow_on_jax
 def test_encoder_has_no_image_input_scaling(encoder):
     body = encoder.get_layer("efficientnet")
     assert not any(is_input_scaling(layer) for layer in body.layers)
@@ -98,6 +120,7 @@ def test_encoder_has_no_image_input_scaling(encoder):
     assert [layer.name for layer in encoder.layers][-1] == "frequency_pooling"
 
 
+@slow_on_jax
 def test_stochastic_depth_rates_match_reference(encoder, reference):
     body = encoder.get_layer("efficientnet")
     ref_drops = {l.name: l for l in reference.layers if isinstance(l, keras.layers.Dropout)}
@@ -113,7 +136,7 @@ def _randomise(model, rng):
     for layer in model.layers:
         for w in layer.weights:
             kind = w.path.split("/")[-1]
-            value = np.asarray(w.numpy())
+            value = to_np(w)
             if kind in ("gamma", "moving_variance"):
                 new = rng.uniform(0.5, 1.5, size=value.shape)
             elif kind in ("beta", "moving_mean", "bias"):
@@ -125,6 +148,7 @@ def _randomise(model, rng):
             w.assign(new.astype(np.float32))
 
 
+@slow_on_jax
 def test_architecture_equals_keras_efficientnet_b0(encoder, reference, rng):
     body = encoder.get_layer("efficientnet")
     ref_layers = [l for l in reference.layers if l.weights and not is_input_scaling(l)]
@@ -138,23 +162,24 @@ def test_architecture_equals_keras_efficientnet_b0(encoder, reference, rng):
         # The reference's un-adapted Normalization is an identity (mean 0, variance 1).
         norm = [l for l in reference.layers if isinstance(l, keras.layers.Normalization)][0]
         probe = rng.normal(size=(1, 4, 4, 1)).astype(np.float32)
-        np.testing.assert_allclose(norm(probe).numpy(), probe, atol=1e-6)
+        np.testing.assert_allclose(to_np(norm(probe)), probe, atol=1e-6)
 
         x = log_mel_like(rng, 2, 96)
-        expected = reference(x[..., None] * 255.0).numpy()  # the reference divides by 255
-        got = body(x[..., None]).numpy()
+        expected = to_np(reference(x[..., None] * 255.0))  # the reference divides by 255
+        got = to_np(body(x[..., None]))
         assert got.shape == expected.shape == (2, 3, 2, 1280)
         assert np.abs(expected).max() > 1e-2  # randomised: a non-trivial output
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
         # The full encoder: reshape to one channel, body, mean over the frequency axis.
         np.testing.assert_allclose(
-            encoder(x).numpy(), expected.mean(axis=2), atol=1e-4, rtol=0
+            to_np(encoder(x)), expected.mean(axis=2), atol=1e-4, rtol=0
         )
         # Without the x255 the reference sees a different input: the match is not trivial.
-        assert np.abs(reference(x[..., None]).numpy() - got).max() > 1e-3  # >> 1e-4 tolerance
+        assert np.abs(to_np(reference(x[..., None])) - got).max() > 1e-3  # >> 1e-4 tolerance
 
 
 # ----------------------------------------------------------------- output shape
+@slow_on_jax
 def test_output_shape_for_one_segment(encoder, rng):
     out = encoder(log_mel_like(rng, 2, 96))
     assert tuple(out.shape) == (2, 3, 1280)
@@ -170,12 +195,13 @@ def test_output_shape_for_one_segment(encoder, rng):
     "frames,expected",
     [(32, 1), (33, 1), (63, 1), (64, 2), (100, 3), (127, 3), (128, 4), (160, 5), (250, 7)],
 )
+@slow_on_jax
 def test_output_frames(encoder, rng, frames, expected):
     assert expected == frames // 32
     out = encoder(log_mel_like(rng, 2, frames))
     assert tuple(out.shape) == (2, expected, 1280)
     assert encoder_frames(frames) == out.shape[1]
-    assert np.all(np.isfinite(out.numpy()))
+    assert np.all(np.isfinite(to_np(out)))
 
 
 def test_encoder_frames_values():
@@ -185,12 +211,13 @@ def test_encoder_frames_values():
 
 
 # -------------------------------------------------------- untrained embeddings
+@slow_on_jax
 def test_untrained_embeddings_are_spread(encoder, reference, rng):
     x = log_mel_like(rng, 4, 96)
     # Training mode (how the encoder is pre-trained: BatchNorm on batch statistics).
     # training=True updates the BatchNorm moving statistics, so restore them afterwards.
     with preserved_weights(encoder):
-        clip = encoder(x, training=True).numpy().mean(axis=1)  # [B, 1280] time mean
+        clip = to_np(encoder(x, training=True)).mean(axis=1)  # [B, 1280] time mean
     spread = clip.std(axis=0)
     assert np.all(np.isfinite(clip))
     assert spread.mean() > 1e-3 and spread.max() > 1e-2
@@ -198,13 +225,13 @@ def test_untrained_embeddings_are_spread(encoder, reference, rng):
     # Inference mode (BatchNorm with its initial moving statistics, an identity): the
     # untrained network contracts its input strongly, but the embeddings of different
     # inputs still differ far above float32 rounding (relative spread, not ~1e-7).
-    clip = encoder(x).numpy().mean(axis=1)
+    clip = to_np(encoder(x)).mean(axis=1)
     spread = clip.std(axis=0)
     assert spread.mean() > 0.05 * np.abs(clip).mean()
     assert spread.mean() > 1e-6
     # Contrast: the Keras reference applies its 1/255 image scaling to the same log-mel
     # and emits values ~1e-8, orders of magnitude less spread.
-    ref_clip = reference(x[..., None]).numpy().mean(axis=(1, 2))
+    ref_clip = to_np(reference(x[..., None])).mean(axis=(1, 2))
     assert spread.mean() > 100 * ref_clip.std(axis=0).mean()
 
 
@@ -213,20 +240,20 @@ def test_untrained_embeddings_are_spread(encoder, reference, rng):
 def test_frequency_pooling_matches_numpy(rng, mode):
     x = rng.normal(size=(2, 3, 5, 7)).astype(np.float32)
     layer = FrequencyPooling(mode)
-    out = layer(x).numpy()
+    out = to_np(layer(x))
     expected = x.mean(axis=2) if mode == "mean" else x.max(axis=2)
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
     assert layer.compute_output_shape((2, 3, 5, 7)) == (2, 3, 7)
     clone = FrequencyPooling.from_config(layer.get_config())
     assert clone.mode == mode
-    np.testing.assert_array_equal(clone(x).numpy(), out)
+    np.testing.assert_array_equal(to_np(clone(x)), out)
 
 
 def test_frequency_pooling_hand_case():
     # One time step, 2 frequency bins, 2 channels: bins [1, 4] and [3, -2].
     x = np.array([[[[1.0, 4.0], [3.0, -2.0]]]], np.float32)
-    np.testing.assert_allclose(FrequencyPooling("mean")(x).numpy(), [[[2.0, 1.0]]])
-    np.testing.assert_allclose(FrequencyPooling("max")(x).numpy(), [[[3.0, 4.0]]])
+    np.testing.assert_allclose(to_np(FrequencyPooling("mean")(x)), [[[2.0, 1.0]]])
+    np.testing.assert_allclose(to_np(FrequencyPooling("max")(x)), [[[3.0, 4.0]]])
 
 
 def test_frequency_pooling_invalid_mode():
@@ -234,18 +261,20 @@ def test_frequency_pooling_invalid_mode():
         FrequencyPooling("sum")
 
 
+@slow_on_jax
 def test_encoder_uses_configured_pooling(encoder, small_encoder, small_config, rng):
     assert encoder.get_layer("frequency_pooling").mode == "mean"
     assert small_encoder.get_layer("frequency_pooling").mode == small_config.frequency_pooling
     x = log_mel_like(rng, 2, 96)
     body = small_encoder.get_layer("efficientnet")
-    feature_map = body(x[..., None]).numpy()
+    feature_map = to_np(body(x[..., None]))
     np.testing.assert_allclose(
-        small_encoder(x).numpy(), feature_map.max(axis=2), rtol=1e-5, atol=1e-6
+        to_np(small_encoder(x)), feature_map.max(axis=2), rtol=1e-5, atol=1e-6
     )
 
 
 # ---------------------------------------------------------------- small variant
+@slow_on_jax
 def test_small_variant(encoder, small_encoder, rng):
     assert round_filters(1280, 0.5) == 640
     assert round_filters(32, 0.5) == 16
@@ -260,12 +289,14 @@ def test_small_variant(encoder, small_encoder, rng):
                       "block5b", "block6a", "block6b", "block7a"]
 
 
+@slow_on_jax
 def test_body_builder_width_gives_channel_count():
     body = build_efficientnet_body(n_mels=32, width_coefficient=0.25, depth_coefficient=0.25)
     assert tuple(body.output.shape)[-1] == round_filters(1280, 0.25) == 320
     assert tuple(body.input.shape) == (None, None, 32, 1)
 
 
+@slow_on_jax
 def test_window_mean_normalization_makes_the_encoder_gain_invariant(rng, tmp_path):
     """input_normalization="window_mean": a gain change (a constant added to a window's
     log-mel) leaves the output unchanged; without it the output moves. The layer survives
@@ -281,15 +312,15 @@ def test_window_mean_normalization_makes_the_encoder_gain_invariant(rng, tmp_pat
     for layer in (normalized, plain):  # running statistics away from init: a real regime
         for _ in range(3):
             layer(x, training=True)
-    out = keras.ops.convert_to_numpy(normalized(x))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalized(louder)), out,
+    out = to_np(normalized(x))
+    np.testing.assert_allclose(to_np(normalized(louder)), out,
                                rtol=1e-4, atol=1e-4 * np.abs(out).max())
-    moved = np.abs(keras.ops.convert_to_numpy(plain(louder)) - keras.ops.convert_to_numpy(plain(x)))
-    assert moved.max() > 1e-2 * np.abs(keras.ops.convert_to_numpy(plain(x))).max()
+    moved = np.abs(to_np(plain(louder)) - to_np(plain(x)))
+    assert moved.max() > 1e-2 * np.abs(to_np(plain(x))).max()
     path = str(tmp_path / "encoder.keras")
     normalized.save(path)
     reloaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(reloaded(x)), out, rtol=1e-5,
+    np.testing.assert_allclose(to_np(reloaded(x)), out, rtol=1e-5,
                                atol=1e-6 * np.abs(out).max())
 
 
@@ -314,17 +345,17 @@ def test_encoder_at_a_stage_reads_that_layer_frequency_flattened(small_config, r
     for layer in EMBEDDING_LAYERS[1:]:
         at = encoder_at_layer(encoder, layer)
         name = stage_output_layer(body, layer)
-        feature_map = keras.Model(body.input, body.get_layer(name).output)(
-            (x - x.mean(axis=(1, 2), keepdims=True))[..., None]).numpy()
+        feature_map = to_np(keras.Model(body.input, body.get_layer(name).output)(
+            (x - x.mean(axis=(1, 2), keepdims=True))[..., None]))
         b, t, f, c = feature_map.shape
         expected = feature_map.reshape(b, 3, t // 3, f * c).mean(axis=2)
-        got = at(x).numpy()
+        got = to_np(at(x))
         assert got.shape == (2, 3, f * c), layer
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
         assert {id(v) for v in at.weights} <= {id(v) for v in encoder.weights}
     assert stage_output_layer(body, "stage3") == "block3a_project_bn"
-    np.testing.assert_array_equal(encoder_at_layer(encoder, "block3a_project_bn")(x).numpy(),
-                                  encoder_at_layer(encoder, "stage3")(x).numpy())
+    np.testing.assert_array_equal(to_np(encoder_at_layer(encoder, "block3a_project_bn")(x)),
+                                  to_np(encoder_at_layer(encoder, "stage3")(x)))
     assert stage_output_layer(body, "top") == "top_activation"
     with pytest.raises(ValueError, match="stage1, stage2"):
         encoder_at_layer(encoder, "block3")

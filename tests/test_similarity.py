@@ -2,6 +2,8 @@
 
 Bilinear: s(a, b) = a^T W b, W trainable.  Cosine: s(a, b) = cos(a, b) / temperature.
 Both map a [..., N, D] and b [..., M, D] to [..., N, M].
+
+Backend-neutral: CI runs this file with KERAS_BACKEND=jax too.
 """
 
 import os
@@ -9,7 +11,6 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from msss_tf.similarity import (
     BilinearSimilarity,
@@ -17,6 +18,10 @@ from msss_tf.similarity import (
     IdentityPlusNoise,
     make_similarity,
 )
+
+
+def to_np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
 
 
 def _np_bilinear(a, w, b):
@@ -54,10 +59,10 @@ def test_bilinear_hand_case():
     # b2 = [2, -1] -> 2 - 3 = -1.
     layer = _built_bilinear(2, [[1.0, 2.0], [0.0, 1.0]])
     out = layer(np.array([[1.0, 1.0]], np.float32), np.array([[1, 0], [0, 1], [2, -1]], np.float32))
-    np.testing.assert_allclose(out.numpy(), [[1.0, 3.0, -1.0]], atol=1e-6)
+    np.testing.assert_allclose(to_np(out), [[1.0, 3.0, -1.0]], atol=1e-6)
     # Not symmetric in its arguments when W is not: s(b0, a) = b0^T W a = [1, 2].[1, 1] = 3.
     swapped = layer(np.array([[1.0, 0.0]], np.float32), np.array([[1.0, 1.0]], np.float32))
-    np.testing.assert_allclose(swapped.numpy(), [[3.0]], atol=1e-6)
+    np.testing.assert_allclose(to_np(swapped), [[3.0]], atol=1e-6)
 
 
 def test_bilinear_unbatched_matches_numpy(rng):
@@ -66,7 +71,7 @@ def test_bilinear_unbatched_matches_numpy(rng):
     b = rng.normal(size=(m, d)).astype(np.float32)
     w = rng.normal(size=(d, d)).astype(np.float32)  # deliberately not symmetric
     layer = _built_bilinear(d, w)
-    out = layer(a, b).numpy()
+    out = to_np(layer(a, b))
     assert out.shape == (n, m)
     np.testing.assert_allclose(out, _np_bilinear(a, w, b), rtol=1e-5, atol=1e-5)
     # The transposed W gives a different answer: the layer really uses a^T W b, not a^T W^T b.
@@ -79,7 +84,7 @@ def test_bilinear_batched_matches_numpy(rng):
     b = rng.normal(size=(batch, m, d)).astype(np.float32)
     w = rng.normal(size=(d, d)).astype(np.float32)
     layer = _built_bilinear(d, w)
-    out = layer(a, b).numpy()
+    out = to_np(layer(a, b))
     assert out.shape == (batch, t, m)
     np.testing.assert_allclose(out, _np_bilinear(a, w, b), rtol=1e-5, atol=1e-5)
     # Each batch element is scored only against its own b (no mixing across the batch).
@@ -92,46 +97,40 @@ def test_bilinear_kernel_initialised_near_scaled_identity():
     # Documented start: W = (I + N(0, 0.01^2)) / sqrt(D), i.e. a scaled dot product.
     dim = 64
     layer = _built_bilinear(dim)
-    w = layer.kernel.numpy()
+    w = to_np(layer.kernel)
     assert w.shape == (dim, dim)
     noise = w * np.sqrt(dim) - np.eye(dim)
     assert np.abs(noise).max() < 0.1
     assert 0.003 < noise.std() < 0.03
     np.testing.assert_allclose(
-        IdentityPlusNoise(stddev=0.0)((3, 3)).numpy(), np.eye(3) / np.sqrt(3.0), atol=1e-7
+        to_np(IdentityPlusNoise(stddev=0.0)((3, 3))), np.eye(3) / np.sqrt(3.0), atol=1e-7
     )
     # Untrained scores are ordered like the dot product: a vector scores itself highest.
     rng = np.random.default_rng(0)
     a = rng.normal(size=(8, dim)).astype(np.float32)
-    scores = layer(a, a).numpy()
+    scores = to_np(layer(a, a))
     assert np.array_equal(np.argmax(scores, axis=1), np.arange(8))
 
 
-def test_bilinear_kernel_is_trainable_and_gradients_flow(rng):
+def test_bilinear_kernel_is_trainable_and_gradients_flow(rng, gradients):
     n, m, d = 3, 4, 5
-    a = tf.constant(rng.normal(size=(n, d)).astype(np.float32))
-    b = tf.constant(rng.normal(size=(m, d)).astype(np.float32))
+    a = rng.normal(size=(n, d)).astype(np.float32)
+    b = rng.normal(size=(m, d)).astype(np.float32)
     w = rng.normal(size=(d, d)).astype(np.float32)
     layer = _built_bilinear(d, w)
     assert len(layer.trainable_weights) == 1
     assert layer.trainable_weights[0] is layer.kernel
     assert tuple(layer.kernel.shape) == (d, d)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([a, b])
-        total = tf.reduce_sum(layer(a, b))
-    grad_w = tape.gradient(total, layer.kernel)
-    grad_a = tape.gradient(total, a)
+    _, (grad_w,), (grad_a, _) = gradients(
+        lambda a, b: keras.ops.sum(layer(a, b)), [layer.kernel], [a, b]
+    )
     # d/dW sum_nm a_n^T W b_m = (sum_n a_n)(sum_m b_m)^T; d/da_n = W sum_m b_m.
-    np.testing.assert_allclose(
-        grad_w.numpy(), np.outer(a.numpy().sum(0), b.numpy().sum(0)), rtol=1e-5, atol=1e-5
-    )
-    np.testing.assert_allclose(
-        grad_a.numpy(), np.tile(w @ b.numpy().sum(0), (n, 1)), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(grad_w, np.outer(a.sum(0), b.sum(0)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_a, np.tile(w @ b.sum(0), (n, 1)), rtol=1e-5, atol=1e-5)
     # One SGD step changes the kernel.
-    before = layer.kernel.numpy().copy()
-    keras.optimizers.SGD(0.1).apply_gradients([(grad_w, layer.kernel)])
-    assert not np.allclose(layer.kernel.numpy(), before)
+    before = to_np(layer.kernel).copy()
+    keras.optimizers.SGD(0.1).apply_gradients([(keras.ops.convert_to_tensor(grad_w), layer.kernel)])
+    assert not np.allclose(to_np(layer.kernel), before)
 
 
 def test_bilinear_unknown_dim_raises():
@@ -157,7 +156,7 @@ def test_bilinear_config_round_trip(rng):
     clone = BilinearSimilarity.from_config(layer.get_config())
     clone.build((None, d), (None, d))
     clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(clone(a, b).numpy(), layer(a, b).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(to_np(clone(a, b)), to_np(layer(a, b)), rtol=1e-6)
 
 
 def test_bilinear_weights_survive_keras_save(tmp_path, rng):
@@ -174,11 +173,11 @@ def test_bilinear_weights_survive_keras_save(tmp_path, rng):
     loaded = keras.models.load_model(path)
     loaded_sim = loaded.get_layer("bilinear")
     assert isinstance(loaded_sim, BilinearSimilarity)
-    np.testing.assert_array_equal(loaded_sim.kernel.numpy(), w)
+    np.testing.assert_array_equal(to_np(loaded_sim.kernel), w)
     a = rng.normal(size=(3, d)).astype(np.float32)
     b = rng.normal(size=(3, d)).astype(np.float32)
     np.testing.assert_allclose(
-        loaded([a, b]).numpy(), _np_bilinear(a, w, b), rtol=1e-5, atol=1e-5
+        to_np(loaded([a, b])), _np_bilinear(a, w, b), rtol=1e-5, atol=1e-5
     )
 
 
@@ -188,14 +187,14 @@ def test_cosine_hand_case():
     # b2 = [-6, -8]: cos = -1. Divided by temperature 0.2 -> [3, 4, -5].
     layer = CosineSimilarity(temperature=0.2)
     out = layer(np.array([[3.0, 4.0]], np.float32), np.array([[1, 0], [0, 2], [-6, -8]], np.float32))
-    np.testing.assert_allclose(out.numpy(), [[3.0, 4.0, -5.0]], rtol=1e-5)
+    np.testing.assert_allclose(to_np(out), [[3.0, 4.0, -5.0]], rtol=1e-5)
 
 
 @pytest.mark.parametrize("temperature", [0.2, 1.0, 0.05])
 def test_cosine_unbatched_matches_numpy(rng, temperature):
     a = rng.normal(size=(5, 7)).astype(np.float32)
     b = rng.normal(size=(6, 7)).astype(np.float32) * 3.0  # scale must not matter
-    out = CosineSimilarity(temperature=temperature)(a, b).numpy()
+    out = to_np(CosineSimilarity(temperature=temperature)(a, b))
     assert out.shape == (5, 6)
     np.testing.assert_allclose(out, _np_cosine(a, b, temperature), rtol=1e-5, atol=1e-5)
     assert np.abs(out).max() <= 1.0 / temperature + 1e-4
@@ -204,11 +203,11 @@ def test_cosine_unbatched_matches_numpy(rng, temperature):
 def test_cosine_batched_matches_numpy(rng):
     a = rng.normal(size=(3, 4, 8)).astype(np.float32)
     b = rng.normal(size=(3, 5, 8)).astype(np.float32)
-    out = CosineSimilarity(temperature=0.2)(a, b).numpy()
+    out = to_np(CosineSimilarity(temperature=0.2)(a, b))
     assert out.shape == (3, 4, 5)
     np.testing.assert_allclose(out, _np_cosine(a, b, 0.2), rtol=1e-5, atol=1e-5)
     # Self-similarity is 1 / temperature on the diagonal.
-    self_scores = CosineSimilarity(temperature=0.2)(a, a).numpy()
+    self_scores = to_np(CosineSimilarity(temperature=0.2)(a, a))
     np.testing.assert_allclose(np.diagonal(self_scores, axis1=1, axis2=2), 5.0, rtol=1e-5)
 
 
@@ -216,25 +215,22 @@ def test_cosine_scale_invariant_and_zero_vector_safe(rng):
     a = rng.normal(size=(2, 4)).astype(np.float32)
     b = rng.normal(size=(3, 4)).astype(np.float32)
     layer = CosineSimilarity(temperature=0.5)
-    np.testing.assert_allclose(layer(a * 7.0, b * 0.01).numpy(), layer(a, b).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(to_np(layer(a * 7.0, b * 0.01)), to_np(layer(a, b)), rtol=1e-5)
     zero = np.zeros((1, 4), np.float32)
-    out = layer(zero, b).numpy()
+    out = to_np(layer(zero, b))
     assert np.all(np.isfinite(out))
     np.testing.assert_array_equal(out, 0.0)
 
 
-def test_cosine_has_no_weights_and_gradients_flow(rng):
+def test_cosine_has_no_weights_and_gradients_flow(rng, gradients):
     layer = CosineSimilarity()
-    a = tf.constant(rng.normal(size=(2, 4)).astype(np.float32))
-    b = tf.constant(rng.normal(size=(3, 4)).astype(np.float32))
-    with tf.GradientTape() as tape:
-        tape.watch(a)
-        total = tf.reduce_sum(layer(a, b))
-    grad = tape.gradient(total, a).numpy()
+    a = rng.normal(size=(2, 4)).astype(np.float32)
+    b = rng.normal(size=(3, 4)).astype(np.float32)
+    _, _, (grad,) = gradients(lambda a: keras.ops.sum(layer(a, b)), inputs=[a])
     assert layer.weights == []
     assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
     # The gradient of cos(a, .) is orthogonal to a (cosine is scale invariant).
-    np.testing.assert_allclose(np.sum(grad * a.numpy(), axis=-1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.sum(grad * a, axis=-1), 0.0, atol=1e-4)
 
 
 def test_cosine_config_round_trip(rng):
@@ -246,7 +242,7 @@ def test_cosine_config_round_trip(rng):
     assert clone.name == "cos"
     a = rng.normal(size=(2, 4)).astype(np.float32)
     b = rng.normal(size=(3, 4)).astype(np.float32)
-    np.testing.assert_allclose(clone(a, b).numpy(), layer(a, b).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(to_np(clone(a, b)), to_np(layer(a, b)), rtol=1e-6)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(again, CosineSimilarity) and again.temperature == pytest.approx(0.37)
 
@@ -264,7 +260,7 @@ def test_make_similarity(rng):
     cosine = make_similarity("cosine", temperature=0.5)
     assert isinstance(cosine, CosineSimilarity) and cosine.temperature == pytest.approx(0.5)
     a = rng.normal(size=(2, 3)).astype(np.float32)
-    np.testing.assert_allclose(cosine(a, a).numpy(), _np_cosine(a, a, 0.5), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_np(cosine(a, a)), _np_cosine(a, a, 0.5), rtol=1e-5, atol=1e-5)
     # Two calls give two independent layers (separate W unless shared on purpose).
     assert make_similarity("bilinear") is not make_similarity("bilinear")
     with pytest.raises(ValueError, match="similarity"):
