@@ -12,7 +12,7 @@ This script:
   reading corpus arrays never decodes audio (summary.json says which one was used);
 * with `--render_minutes=N` (instead of `--arrays_dir`), first renders N minutes of the
   realistic corpus (`build_corpus`, `--render_jobs` processes, default one per CPU) into
-  `--render_dir` (default /tmp/msss_corpus, outside `--out_dir`) and writes its corpus
+  `--render_dir` (default msss_corpus in the temporary folder, outside `--out_dir`) and writes its corpus
   arrays there (`write_corpus_arrays`), before JAX is imported; the render's clips,
   minutes and seconds go to the log and to summary.json's "render";
 * reads the corpus arrays (`--arrays_dir`, or the rendered ones) through `SegmentPairs` in

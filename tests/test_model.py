@@ -230,6 +230,9 @@ def test_fit_on_the_synthetic_corpus():
         assert np.isfinite(history.history[name][-1])
 
 
+# Slow on TensorFlow only (its eager fit takes ~15 s; the traced step is tested above); on
+# JAX it is the default run's fit.
+@(pytest.mark.slow if ON_TENSORFLOW else (lambda test: test))
 def test_fit_on_numpy_int16_batches_and_keras_round_trip(tmp_path):
     """`fit` on a dict of NumPy int16 waveforms (the SegmentPairs input path): int16 PCM is
     read as x / 32768, so it gives the losses of that float32 batch (same draws); every
