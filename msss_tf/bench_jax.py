@@ -33,16 +33,6 @@ import numpy as np
 TARGETS = {"step_overhead": ("<=", 1.10), "input_headroom": (">=", 3.0)}
 
 
-def _median_seconds(fn: Callable[[], None], calls: int, repeats: int) -> dict:
-    rounds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        rounds.append((time.perf_counter() - started) / calls)
-    return {"median_s": statistics.median(rounds), "rounds_s": rounds}
-
-
 def _model_step(model, batch):
     """The model's JAX train step, jit-compiled on a constant batch; returns a no-arg
     callable that runs one step (the state is carried from call to call)."""
@@ -124,7 +114,7 @@ def _frontend_views(frontend, batch, config):
 
 
 def bench_step(config, batch_size, steps, repeats, mixed_precision=None, log=print) -> dict:
-    from msss_tf.bench import _waveform_batch
+    from msss_tf.bench import _timed_rounds, _waveform_batch
     from msss_tf.model import MSSSModel, build_optimizer
 
     config = config.replace(batch_size=batch_size)
@@ -145,15 +135,13 @@ def bench_step(config, batch_size, steps, repeats, mixed_precision=None, log=pri
     add("full", _model_step(model, batch))
     add("frontend", _frontend_views(model.frontend, batch, config))
     started = time.perf_counter()
-    timed = {}
-    for _ in range(repeats):  # interleaved rounds: a noisy machine slows all alike
-        for name, fn in fns.items():
-            timed.setdefault(name, []).append(_median_seconds(fn, steps, 1)["median_s"])
-    sec = {name: statistics.median(r) for name, r in timed.items()}
+    timed = _timed_rounds(fns, steps, repeats)  # interleaved: noise slows all alike
+    sec = {name: t["median_s"] for name, t in timed.items()}
     return {
         "batch_size": batch_size, "steps_per_round": steps, "repeats": repeats,
         "jit_compile": True, "mixed_precision": mixed_precision or "float32",
-        "step_seconds": sec, "step_rounds_seconds": timed, "warmup_seconds": warmup,
+        "step_seconds": sec,
+        "step_rounds_seconds": {name: t["rounds_s"] for name, t in timed.items()}, "warmup_seconds": warmup,
         "timed_rounds_seconds": time.perf_counter() - started,
         "floor_seconds": sec["floor"], "full_step_seconds": sec["full"],
         "step_overhead": sec["full"] / sec["floor"],

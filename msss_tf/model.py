@@ -332,20 +332,20 @@ class MSSSModel(keras.Model):
         return loss, tf.reduce_mean(hits)
 
     def _update_trackers(self, values):
-        if keras.backend.backend() != "tensorflow":
-            for name, tracker in self.trackers.items():
-                tracker.update_state(values[name])
-            return {name: tracker.result() for name, tracker in self.trackers.items()}
-        import tensorflow as tf
-
-        replica = _replica_context()
+        replica = _replica_context()  # None off TensorFlow
         if replica is not None:  # every replica reports the global batch's means
+            import tensorflow as tf
+
             names = list(self.trackers)
             means = replica.all_reduce(tf.distribute.ReduceOp.MEAN, [values[n] for n in names])
             values = dict(zip(names, means))
         for name, tracker in self.trackers.items():
             tracker.update_state(values[name])
         results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if keras.backend.backend() != "tensorflow":
+            return results
+        import tensorflow as tf
+
         strategy = tf.distribute.get_strategy()
         if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
                 and strategy.extended._in_multi_worker_mode()):
