@@ -190,6 +190,25 @@ def export_probe(embedder: Embedder, probe, label_names, kind: str, export_dir: 
     return export_dir
 
 
+CLASSIFIER_TFLITE = "classifier_float32.tflite"  # in <probe version>/tflite/
+
+
+def export_probe_classifier(embedder: Embedder, probe, label_names, name: str,
+                            export_dir: str) -> str:
+    """Writes the probe's classifier for MediaPipe's AudioClassifier
+    (`convert_probe_tflite`) to `<export_dir>/tflite/classifier_float32.tflite`, beside
+    the probe's SavedModel; returns its path."""
+    content = convert_probe_tflite(embedder, probe, label_names, name)
+    folder = os.path.join(export_dir, TFLITE_DIR)
+    path = os.path.join(folder, CLASSIFIER_TFLITE)
+    with writing_to(folder, "the probe's classifier .tflite (--export_dir)"):
+        os.makedirs(folder, exist_ok=True)
+        with open(path + ".tmp", "wb") as f:
+            f.write(content)
+        os.replace(path + ".tmp", path)
+    return path
+
+
 # =============================================================================== encoder
 # The encoder itself as a SavedModel for TF Serving, and as TFLite for one window.
 

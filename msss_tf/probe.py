@@ -520,6 +520,25 @@ def format_results_table(rows: List[dict], split: str = "test") -> str:
 
 
 # -------------------------------------------------------------------------- job
+def export_classifier(embedder, probe, task, export_dir: str) -> dict:
+    """The scene probe's classifier .tflite for MediaPipe's AudioClassifier, beside its
+    SavedModel in `export_dir`, and its top-class agreement with that SavedModel on the
+    test split, written to `export_dir`/export_summary.json and returned."""
+    from msss_tf.export import SUMMARY_FILENAME, export_probe_classifier
+    from msss_tf.tflite_classifier import classifier_agreement
+
+    path = export_probe_classifier(embedder, probe, task.label_names, task.name, export_dir)
+    agreement = classifier_agreement(path, export_dir, task, split="test")
+    summary = {"classifier_tflite": os.path.relpath(path, export_dir),
+               "labels": list(task.label_names), "test_agreement": agreement}
+    write_json_atomically(os.path.join(export_dir, SUMMARY_FILENAME), summary)
+    a = agreement
+    print(f"  classifier {path}: top class as the SavedModel's on {a['windows_agree']}/"
+          f"{a['windows']} test windows and {a['agree']}/{a['clips']} whole clips "
+          f"(accuracy {a['tflite_top1_acc']:.3f} vs {a['saved_model_top1_acc']:.3f})")
+    return summary
+
+
 def run_probes(model, tasks, settings: ProbeSettings, out_dir: str, data_dir=None,
                export_dir=None, encoder_name=None, progress=True, print_table=True):
     """Probes each task on a frozen encoder; writes results (and exports).
@@ -565,6 +584,8 @@ def run_probes(model, tasks, settings: ProbeSettings, out_dir: str, data_dir=Non
             exports[task.name] = export_probe(embedder, result.probe, task.label_names,
                                               task.kind, path)
             print(f"  exported {path}")
+            if task.kind == "scene" and hasattr(embedder, "window_frames_tf"):
+                export_classifier(embedder, result.probe, task, path)
         paths = write_results(rows, out_dir)  # after every task: a later failure keeps these
     if not loaded:
         paths = write_results(rows, out_dir)

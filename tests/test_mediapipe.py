@@ -123,14 +123,46 @@ def classifier(exported, tmp_path_factory):
     return {"path": path, "probe": probe, "saved_model": saved}
 
 
+PROBED_TASK = "synthetic_scene"  # 8 classes, 80 one-second test clips
+
+
 @pytest.fixture(scope="module")
-def mediapipe_results(exported, audio, classifier, tmp_path_factory):
+def probed(exported, tmp_path_factory):
+    """A real probe (`run_probes` on PROBED_TASK with an export folder): its SavedModel,
+    its classifier .tflite, the export summary (agreement on the test split) and the
+    test clips saved for MediaPipe."""
+    from msss_tf.data.tasks import load_task
+    from msss_tf.probe import ProbeSettings, run_probes
+
+    folder = tmp_path_factory.mktemp("probed")
+    _, paths, _ = run_probes(exported["embedder"], [PROBED_TASK],
+                             ProbeSettings(max_epochs=20, learning_rates=(3e-3,)),
+                             out_dir=str(folder / "out"), export_dir=str(folder / "exports"),
+                             progress=False, print_table=False)
+    export = paths[PROBED_TASK]
+    with open(os.path.join(export, "export_summary.json")) as f:
+        summary = json.load(f)
+    test = load_task(PROBED_TASK).split_examples("test")
+    npys = []
+    for i, example in enumerate(test):
+        npys.append(str(folder / f"test_{i}.npy"))
+        np.save(npys[-1], np.asarray(example.waveform, np.float32))
+    return {"saved_model": export, "summary": summary, "test": test, "npys": npys,
+            "tflite": os.path.join(export, summary["classifier_tflite"])}
+
+
+@pytest.fixture(scope="module")
+def mediapipe_results(exported, audio, classifier, probed, tmp_path_factory):
     """{(variant, clip name): the runner's result}, plus "version": MediaPipe's."""
     python, why = mediapipe_python()
     if python is None:
         pytest.skip(why)
     folder = tmp_path_factory.mktemp("mediapipe")
     jobs, keys = [], []
+    for i, npy in enumerate(probed["npys"]):
+        jobs.append({"model": probed["tflite"], "task": "classifier", "audio": npy,
+                     "sample_rate": 16000})
+        keys.append(("test split", i))
     for variant in VARIANTS:
         for name, clip in audio.items():
             jobs.append({"model": exported["tflite"][variant], "task": "embedder",
@@ -308,3 +340,58 @@ def test_audio_classifier_matches_the_probe(exported, audio, classifier, mediapi
     # windows, so small variances): 5e-4 measured.
     assert worst <= 2e-3
     assert agree == total
+
+
+def test_audio_classifier_on_a_probed_tasks_test_split(probed, mediapipe_results):
+    """A probe trained by `run_probes`, exported with its classifier file: MediaPipe's
+    AudioClassifier scores every window of every test clip as LiteRT does on the same
+    buffers; per window its top class is the probe SavedModel's, and whole clips (the
+    windows' scores weighted by their share of real audio, against the SavedModel on the
+    clip) agree as often as the export summary reports."""
+    from msss_tf.tflite_classifier import TFLiteClassifier
+
+    litert = TFLiteClassifier(probed["tflite"], num_threads=1)
+    serving = tf.saved_model.load(probed["saved_model"]).signatures["serving_default"]
+    labels = litert.label_names
+    windows = windows_agree = clips_agree = 0
+    worst = 0.0
+    for i, example in enumerate(probed["test"]):
+        result = mediapipe_results[("test split", i)]
+        assert result["ok"], f"test clip {i}: {result.get('error')}"
+        got = np.array([[dict(c)[label] for label in labels]
+                        for c in result["classifications"]], np.float32)
+        want = litert.window_scores(example.waveform)
+        assert got.shape == want.shape, (i, got.shape, want.shape)
+        worst = max(worst, float(np.abs(got - want).max()))
+        saved = serving(waveform=tf.constant(litert.windows(example.waveform)))
+        windows += len(got)
+        windows_agree += int(np.sum(np.argmax(got, -1) ==
+                                    np.argmax(saved["probabilities"].numpy(), -1)))
+        clip = np.average(got, axis=0, weights=litert.window_weights(len(example.waveform)))
+        whole = serving(waveform=tf.constant(np.asarray(example.waveform, np.float32)[None]))
+        clips_agree += int(np.argmax(clip) == np.argmax(whole["probabilities"].numpy()[0]))
+    reported = probed["summary"]["test_agreement"]
+    print(f"\nMediaPipe AudioClassifier on {PROBED_TASK}'s test split: top class = probe "
+          f"SavedModel's on {windows_agree}/{windows} windows and {clips_agree}/"
+          f"{len(probed['test'])} whole clips (export summary: {reported['agree']}/"
+          f"{reported['clips']}); max |score - LiteRT| {worst:.1e}")
+    assert worst <= 1e-4
+    assert windows_agree == windows == reported["windows"]
+    assert abs(clips_agree - reported["agree"]) <= 1, (clips_agree, reported)
+
+
+def test_litert_classifier_windows_weights_and_errors(exported, probed):
+    """MediaPipe's buffers (back to back, the last zero-padded) and each one's share of
+    real audio; an encoder file is not a classifier, and says so."""
+    from msss_tf.tflite_classifier import TFLiteClassifier
+
+    litert = TFLiteClassifier(probed["tflite"], num_threads=1)
+    assert litert.window_samples == W
+    clip = np.arange(W + 400, dtype=np.float32)
+    buffers = litert.windows(clip)
+    assert buffers.shape == (2, W) and (buffers[1, :400] == clip[W:]).all()
+    assert not buffers[1, 400:].any()
+    np.testing.assert_allclose(litert.window_weights(W + 400), [1.0, 400 / W])
+    np.testing.assert_allclose(litert.window_weights(100), [100 / W])
+    with pytest.raises(ValueError, match="not an msss-tf classifier"):
+        TFLiteClassifier(exported["tflite"]["float32"])

@@ -121,6 +121,7 @@ def test_event_probe_finds_the_onsets(tmp_path):
 @pytest.mark.slow  # an end-to-end fit: the default run stays under 6 minutes
 def test_results_table_json_csv_and_probe_export_in_a_fresh_process(tmp_path, capsys):
     from msss_tf.config import MSSSConfig
+    from msss_tf.data.tasks import load_task
     from msss_tf.embed import Embedder
     from msss_tf.model import MSSSModel
 
@@ -145,6 +146,23 @@ def test_results_table_json_csv_and_probe_export_in_a_fresh_process(tmp_path, ca
     assert (export / "saved_model.pb").exists()
     labels = (export / "assets" / "labels.txt").read_text().split()
     assert len(labels) == 8
+    # Beside it, the classifier .tflite for MediaPipe's AudioClassifier, and how often its
+    # top class (mean of its windows' scores) is the SavedModel's on the test split.
+    summary = json.loads((export / "export_summary.json").read_text())
+    assert summary["classifier_tflite"] == os.path.join("tflite", "classifier_float32.tflite")
+    agreement = summary["test_agreement"]
+    assert agreement["split"] == "test" and agreement["clips"] == len(
+        load_task("synthetic_scene").split_examples("test"))
+    # The same windows give the same top class; whole clips (windowed differently) are
+    # reported, and an untrained encoder's unsure probe may flip on some.
+    assert agreement["window_agreement"] >= 0.99, agreement
+    assert agreement["windows"] >= agreement["clips"]
+    assert 0.0 <= agreement["agreement"] <= 1.0
+    assert "classifier" in printed and f"{agreement['agree']}/{agreement['clips']}" in printed
+    from msss_tf.tflite_classifier import TFLiteClassifier
+
+    classifier = TFLiteClassifier(str(export / summary["classifier_tflite"]))
+    assert classifier.label_names == labels
 
     # The API on the same export base writes version 2, never over version 1; its
     # in-memory predictions are what the export reproduces in a fresh process.
