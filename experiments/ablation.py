@@ -10,7 +10,7 @@ probes each on the built-in tasks (and on the real tasks whose data is under --d
 adds two reference rows (random init, log-mel front end alone), and writes results.csv,
 results.md and one bar chart per task/metric into --out_dir. Starting the same command
 again resumes: finished (configuration, seed) runs are skipped. The budgets and every
-training hyper-parameter are in `msss_tf.study.BUDGETS`.
+training hyper-parameter are in `experiments.study.BUDGETS` (experiments/study/budgets.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("budget", "default", "smoke | default | a JSON file of msss_tf.study.Budget "
-                    "fields (\"base\": NAME overrides a named budget).")
+flags.DEFINE_string("budget", "default", "smoke | default | a JSON file of "
+                    "experiments.study.Budget fields (\"base\": NAME overrides a named "
+                    "budget).")
 flags.DEFINE_integer("seeds", None, "Seeds 0..N-1 per configuration (default: the budget's "
                      "default_seeds: 1 for smoke, 3 for default).")
 flags.DEFINE_string("out_dir", None, "The study directory (resumed when it exists).")
@@ -50,7 +51,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.out_dir:
         raise app.UsageError("--out_dir is required")
-    from msss_tf import study
+    from experiments import study
 
     if not FLAGS.report_only:
         budget = study.load_budget(FLAGS.budget)

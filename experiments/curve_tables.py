@@ -74,7 +74,7 @@ def summary_table(rows) -> str:
     seeds that have it (n seeds), the paper's rows (on its own tasks) below."""
     import statistics
 
-    from msss_tf.study import PAPER_COLUMNS, PAPER_RESULTS
+    from experiments.study.paper import PAPER_COLUMNS, PAPER_RESULTS
 
     metrics = sorted({(r["task"], r["metric"]) for r in rows})
     groups = {}

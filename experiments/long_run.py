@@ -210,7 +210,7 @@ def run_label(config):
 def curve_rows(run_dir, tasks, steps):
     """Probe rows of one run at `steps` (those with a checkpoint), plus its references
     (the untrained encoder in both forms and the log-mel statistics) at step 0."""
-    from msss_tf.study import LogMelStatsEmbedder
+    from msss_tf.baselines import LogMelStatsEmbedder
 
     config, encoders = run_encoders(run_dir, steps)
     if 0 in steps:

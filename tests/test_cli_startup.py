@@ -70,7 +70,7 @@ def test_the_same_jobs_pass_the_check_with_the_packages_installed(tmp_path):
 
     assert missing_modules(["sed_eval", "dcase_util", "ai_edge_litert"]) == []
     fv = cli.flags.FlagValues()
-    cli._define_demo(fv)
+    cli.define_demo(fv)
     fv(["msss-tf"])
     cli.check_packages("demo", fv)  # raises if anything were missing
 

@@ -1,4 +1,4 @@
-"""The ablation study runner and its report (msss_tf/study.py, experiments/ablation.py)."""
+"""The ablation study runner and its report (experiments/study/, experiments/ablation.py)."""
 
 import csv
 import json
@@ -10,8 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from msss_tf import study
-from msss_tf.config import MSSSConfig
+from experiments import study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHOD_MD = os.path.join(ROOT, "..", "shared", "reference", "method.md")
@@ -254,52 +253,6 @@ def test_budgets_and_json_budget(tmp_path):
         == ["random_init_bn_at_init", "logmel"]
 
 
-# ------------------------------------------------------------ the log-mel reference
-@pytest.mark.parametrize("seconds", [1.07, 1.98, 2.74, 4.0])
-def test_logmel_embedder_shapes_and_timestamps(seconds):
-    from msss_tf.embed import WindowPlan
-
-    config = MSSSConfig()
-    embedder = study.LogMelStatsEmbedder(config)
-    samples = int(round(seconds * 16000))
-    rng = np.random.default_rng(1)
-    audio = (0.1 * rng.standard_normal((2, samples))).astype(np.float32)
-    scene = embedder.scene_embeddings(audio)
-    assert scene.shape == (2, 128) and scene.dtype == np.float32
-    emb, stamps = embedder.timestamp_embeddings(audio)
-    num = samples // 640 + 1
-    _, planned, _, _ = WindowPlan(config).timestamp_plan(samples)  # the Embedder's count
-    assert int(planned) == num
-    assert emb.shape == (2, num, 128) and stamps.shape == (2, num)
-    np.testing.assert_allclose(np.diff(stamps[0]), 40.0)
-    assert stamps[0, 0] == 0.0 and stamps[0, -1] <= 1000.0 * seconds
-    assert 1000.0 * seconds - stamps[0, -1] < 40.0
-    assert np.all(np.isfinite(emb)) and np.all(emb[..., 64:] >= 0)
-
-    # Reference: plain NumPy over the frames whose centres are within +-160 ms.
-    mel = np.asarray(embedder.frontend(audio), np.float64)
-    centres = 1000.0 * (np.arange(mel.shape[1]) * 160 + 200) / 16000
-    np.testing.assert_allclose(scene[:, :64], mel.mean(1), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(scene[:, 64:], mel.std(1), rtol=1e-4, atol=1e-5)
-    for q in (0, num // 2, num - 1):
-        inside = (centres >= stamps[0, q] - 160) & (centres < stamps[0, q] + 160)
-        assert inside.sum() == (32 if q == num // 2 else inside.sum()) and inside.sum() >= 15
-        np.testing.assert_allclose(emb[:, q, :64], mel[:, inside].mean(1), rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(emb[:, q, 64:], mel[:, inside].std(1), rtol=1e-3, atol=1e-3)
-
-
-def test_logmel_embedder_tells_tones_apart_and_handles_short_clips():
-    embedder = study.LogMelStatsEmbedder()
-    t = np.arange(16000) / 16000
-    low, high = (0.5 * np.sin(2 * np.pi * f * t).astype(np.float32) for f in (300.0, 3000.0))
-    a, b = embedder.scene_embeddings(np.stack([low, high]))
-    assert np.argmax(a[:64]) < np.argmax(b[:64])  # the louder band follows the pitch
-    emb, stamps = embedder.timestamp_embeddings(np.zeros((1, 100), np.float32))  # < 1 window
-    assert emb.shape == (1, 1, 128) and stamps.tolist() == [[0.0]]
-    with pytest.raises(ValueError, match="NaN"):
-        embedder.scene_embeddings(np.full((1, 1000), np.nan, np.float32))
-
-
 # ------------------------------------------------------------------- the runner
 def _check_finished_study(out, keys, seeds):
     for key in keys:
@@ -351,8 +304,8 @@ def test_smoke_study_one_configuration_and_references_then_resume(tmp_path, monk
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run was started again")
 
-    monkeypatch.setattr(study, "make_embedder", refuse)
-    monkeypatch.setattr(study, "probe_all", refuse)
+    monkeypatch.setattr(study.runner, "make_embedder", refuse)
+    monkeypatch.setattr(study.runner, "probe_all", refuse)
     record = study.run_study(out, study.BUDGETS["smoke"], seeds=1, configs=keys,
                              command="second run")
     assert "3 of 3 runs already done" in capsys.readouterr().out
