@@ -32,7 +32,8 @@ def define_probe(fv):
     flags.DEFINE_string("out_dir", None, "Where results.json, results.csv and the embedding "
                         "cache go.", flag_values=fv)
     flags.DEFINE_string("export_dir", "saved_models", "Base folder of the probe SavedModels "
-                        "(TF Serving layout NAME/VERSION); empty: no export.", flag_values=fv)
+                        "(TF Serving layout NAME/VERSION; a scene probe's version also holds "
+                        "tflite/classifier_float32.tflite for MediaPipe); empty: no export.", flag_values=fv)
     flags.DEFINE_list("learning_rates", ["1e-3", "1e-4"], "Learning-rate grid, chosen on the "
                       "validation split.", flag_values=fv)
     flags.DEFINE_integer("max_epochs", 250, "Most probe epochs (early stopping on validation).",
