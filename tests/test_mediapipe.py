@@ -61,7 +61,7 @@ def mediapipe_python():
             f"mediapipe==0.10.21 (the version whose Python AudioEmbedder loads TFLite audio "
             f"models) needs protobuf<5 and numpy<2, which TensorFlow 2.21 cannot share; "
             f"install it in its own venv (python3.11 -m venv VENV && VENV/bin/pip install "
-            f"mediapipe==0.10.21) and set {MEDIAPIPE_PYTHON_ENV}=VENV/bin/python")
+            f"-r tests/requirements-mediapipe.txt) and set {MEDIAPIPE_PYTHON_ENV}=VENV/bin/python")
 
 
 def windows_of(audio):
