@@ -130,7 +130,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
 def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
     import keras
 
-    from msss_tf.pretrain import latest_checkpoint
+    from msss_tf.rundir import latest_checkpoint
 
     model_dir = str(tmp_path / "run")
     args = _pretrain_args(model_dir)
