@@ -59,8 +59,7 @@ from msss_tf.reliability import (NONFINITE_POLICIES, TRAIN_LOG, AtomicBackupAndR
                                  TrainingInterrupted, install_nonfinite_skip,
                                  read_backup_metadata,
                                  save_model_atomically, signal_name, test_hook_callbacks)
-from msss_tf.rundir import (CHECKPOINT_DIR, CONFIG_FILENAME, FINAL_MODEL,  # noqa: F401
-                            last_good_checkpoint, latest_checkpoint)
+from msss_tf.rundir import CHECKPOINT_DIR, CONFIG_FILENAME, FINAL_MODEL, last_good_checkpoint
 
 BACKUP_DIR = "backup"
 LOG_DIR = "logs"
