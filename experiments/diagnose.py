@@ -50,7 +50,7 @@ def diagnose(model, anchor, positive, batch, seed=0):
     import numpy as np
     import tensorflow as tf
 
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder
     from msss_tf.losses import pitch_shift_target
 
     config = model.msss_config
@@ -107,7 +107,7 @@ def main(argv):
 
     from msss_tf.config import CONFIG_FILENAME, MSSSConfig
     from msss_tf.data import pretrain_dataset
-    from msss_tf.embed import load_msss_model
+    from msss_tf.embedding import load_msss_model
     from msss_tf.model import MSSSModel
     from msss_tf.runs import portable_path
 

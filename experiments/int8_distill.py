@@ -152,7 +152,7 @@ def main(argv):
 
     from msss_tf import export
     from msss_tf.data.synthetic import synthetic_corpus
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder
 
     started = time.time()
     embedder = Embedder.from_path(FLAGS.model_dir)

@@ -165,7 +165,7 @@ def run_encoders(run_dir, steps):
     (those it has)."""
     from msss_tf.config import CONFIG_FILENAME, MSSSConfig
     from msss_tf.data.pipeline import sample_segments
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder
 
     config = MSSSConfig.load(os.path.join(run_dir, CONFIG_FILENAME))
     with open(os.path.join(run_dir, "long_run.json")) as f:
@@ -210,7 +210,7 @@ def run_label(config):
 def curve_rows(run_dir, tasks, steps):
     """Probe rows of one run at `steps` (those with a checkpoint), plus its references
     (the untrained encoder in both forms and the log-mel statistics) at step 0."""
-    from msss_tf.baselines import LogMelStatsEmbedder
+    from msss_tf.embedding import LogMelStatsEmbedder
 
     config, encoders = run_encoders(run_dir, steps)
     if 0 in steps:
@@ -230,7 +230,7 @@ def layer_rows(run_dir, tasks, steps, layers):
     """Probe rows of one run's encoder read at each of `layers` (`Embedder` `layer=`:
     a stage name or a layer of the EfficientNet body), at `steps` (0: the untrained
     encoder in both forms)."""
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder
     from msss_tf.encoder import encoder_at_layer
 
     config, encoders = run_encoders(run_dir, steps)

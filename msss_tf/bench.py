@@ -325,8 +325,8 @@ def bench_embed(model, workdir, repeats, num_clips=4, clip_seconds=10.0, latency
                 log=print) -> dict:
     """Seconds of audio embedded per second: Keras, SavedModel, TFLite float32 / int8."""
     from msss_tf.data.synthetic import synthetic_corpus
-    from msss_tf.embed import Embedder
-    from msss_tf.export import TFLiteEmbedder, export_encoder, load_encoder
+    from msss_tf.embedding import Embedder, TFLiteEmbedder, load_encoder
+    from msss_tf.export import export_encoder
 
     config = model.msss_config
     audio = synthetic_corpus(num_clips, clip_seconds=clip_seconds,

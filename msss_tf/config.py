@@ -13,8 +13,9 @@ import numbers
 import os
 from typing import Any, Tuple
 
+from msss_tf.rundir import CONFIG_FILENAME  # noqa: F401  (re-exported)
+
 LOSS_NAMES = ("clip", "frame", "pitch")
-CONFIG_FILENAME = "msss_config.json"
 # Where a frozen encoder's embeddings can be read (`msss_tf.encoder.encoder_at_layer`):
 # "output" (the encoder's frequency-pooled output, the paper's), an EfficientNet stage's
 # output or "top" (the head's activation), frequency flattened.

@@ -36,7 +36,7 @@ def held_out_losses(model: MSSSModel, config: MSSSConfig, steps: int = 8) -> dic
 
 def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthetic_clips=256,
              export_dir: str = "saved_models", probe_epochs: int = 100):
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder
     from msss_tf.probe import ProbeSettings, run_probes
     from msss_tf.packages import require_modules
 

@@ -45,7 +45,9 @@ import numpy as np
 import tensorflow as tf
 
 from msss_tf.config import CONFIG_FILENAME, MSSSConfig
-from msss_tf.embed import Embedder, WindowPlan
+from msss_tf.embedding.keras_embedder import Embedder
+from msss_tf.embedding.tflite import TFLiteEmbedder
+from msss_tf.embedding.windows import WindowPlan
 from msss_tf.tflite_metadata import add_embedder_metadata
 
 WAVEFORM_SPEC = tf.TensorSpec([None, None], tf.float32, name="waveform")
@@ -216,7 +218,6 @@ TFLITE_VARIANTS = ("float32", "dynamic_int8", "int8")
 TFLITE_DIR = "tflite"  # inside the version folder: <base>/<version>/tflite/encoder_<v>.tflite
 SUMMARY_FILENAME = "export_summary.json"
 TFLITE_CONFIG_METADATA = "msss_config"  # metadata entry of every .tflite: the MSSSConfig JSON
-ENCODER_SIGNATURES = ("serving_default", "window")
 
 
 def _raw_variables(embedder: Embedder) -> list:
@@ -522,133 +523,6 @@ def export_encoder(model_or_path, export_base: str, version: Optional[int] = Non
         "sizes": dict(sorted(sizes.items())),
         "summary": os.path.join(export_dir, SUMMARY_FILENAME),
     }
-
-
-# ------------------------------------------------------------------ loading the SavedModel
-class SavedModelEncoder:
-    """An exported encoder SavedModel, loaded for Python use (HEAR, `msss-tf embed`).
-
-    NumPy in, NumPy out, with the same API as `Embedder`: `scene_embeddings(audio)`,
-    `timestamp_embeddings(audio)`, plus `window(windows)`; and the attributes
-    `sample_rate`, `scene_embedding_size`, `timestamp_embedding_size`, `hop_ms`,
-    `config` (from assets/msss_config.json), `path`, `module` (the loaded object).
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"no such SavedModel directory: {path}")
-        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-            raise ValueError(f"{path}: not a SavedModel directory (no saved_model.pb)")
-        try:
-            self.module = tf.saved_model.load(path)
-        except Exception as e:  # truncated or foreign: say which
-            raise ValueError(f"{path}: cannot load the SavedModel "
-                             f"({type(e).__name__}: {str(e).strip()[:300]})") from e
-        missing = [s for s in ENCODER_SIGNATURES if s not in self.module.signatures]
-        if missing or not hasattr(self.module, "embedding_size"):
-            raise ValueError(
-                f"{path}: not an msss-tf encoder export (signatures "
-                f"{sorted(self.module.signatures)}; expected {list(ENCODER_SIGNATURES)})")
-        self.sample_rate = int(self.module.sample_rate.numpy())
-        self.scene_embedding_size = int(self.module.embedding_size.numpy())
-        self.timestamp_embedding_size = self.scene_embedding_size
-        self.hop_ms = float(self.module.hop_ms.numpy())
-        self.window_samples = int(self.module.window_samples.numpy())
-        config_path = os.path.join(path, "assets", CONFIG_FILENAME)
-        self.config = MSSSConfig.load(config_path) if os.path.exists(config_path) else None
-
-    def _batches(self, audio, batch_size):
-        audio = _as_audio_batch(audio)
-        for start in range(0, len(audio), batch_size):
-            yield tf.constant(audio[start:start + batch_size])
-
-    def scene_embeddings(self, audio, batch_size: int = 16) -> np.ndarray:
-        out = [self.module.scene_embeddings(b).numpy() for b in self._batches(audio, batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.scene_embedding_size), np.float32)
-
-    def timestamp_embeddings(self, audio, batch_size: int = 8):
-        audio = _as_audio_batch(audio)
-        if len(audio) == 0:
-            return _empty_timestamps(audio.shape[1], self.hop_ms, self.sample_rate,
-                                     self.scene_embedding_size)
-        embs, stamps = [], []
-        for b in self._batches(audio, batch_size):
-            e, t = self.module.timestamp_embeddings(b)
-            embs.append(e.numpy())
-            stamps.append(t.numpy())
-        return np.concatenate(embs), np.concatenate(stamps)
-
-    def window(self, windows):
-        """float32 [b, window_samples] -> (embedding [b, D], frames [b, 3, D])."""
-        windows = _as_audio_batch(windows)
-        if windows.shape[1] != self.window_samples:
-            raise ValueError(f"window: each row must hold exactly {self.window_samples} "
-                             f"samples, got {windows.shape[1]}")
-        out = self.module.signatures["window"](waveform=tf.constant(windows))
-        return out["embedding"].numpy(), out["frames"].numpy()
-
-    def encode_windows(self, windows, batch_size: int = 64) -> np.ndarray:
-        """float32 [c, window_samples] -> frames [c, 3, D], `batch_size` windows a call."""
-        windows = _as_audio_batch(windows)
-        out = [self.window(windows[i:i + batch_size])[1]
-               for i in range(0, len(windows), batch_size)]
-        return (np.concatenate(out) if out else
-                np.zeros((0, 3, self.scene_embedding_size), np.float32))
-
-
-def load_encoder(path: str) -> SavedModelEncoder:
-    """Loads an exported encoder (a version folder, or a base folder: its newest
-    version). Errors name the path: missing, truncated, foreign."""
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
-        versions = [d for d in os.listdir(path) if d.isdigit()
-                    and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
-        if versions:
-            path = os.path.join(path, max(versions, key=int))
-    return SavedModelEncoder(path)
-
-
-def _as_audio_batch(audio) -> np.ndarray:
-    """tf.Tensor / NumPy [n, samples] (or one clip [samples]) -> checked float32 NumPy."""
-    if isinstance(audio, tf.Tensor):
-        audio = audio.numpy()
-    audio = np.asarray(audio)
-    if audio.dtype.kind != "f":
-        raise TypeError(f"audio must hold float samples in [-1, 1], got dtype {audio.dtype}")
-    audio = audio.astype(np.float32, copy=False)
-    if audio.ndim == 1:
-        audio = audio[None, :]
-    if audio.ndim != 2:
-        raise ValueError(f"audio must be [n, samples] (or one clip [samples]), "
-                         f"got shape {audio.shape}")
-    if audio.shape[1] == 0:
-        raise ValueError("audio has zero-length clips (0 samples)")
-    if not np.all(np.isfinite(audio)):
-        raise ValueError("audio holds NaN or Inf samples")
-    return audio
-
-
-def check_window(window, window_samples: int) -> np.ndarray:
-    """One 0.96 s window for the TFLite model (whose graph cannot raise: Assert and
-    CheckNumerics are not TFLite built-ins; it returns NaN for non-finite samples): float
-    samples, exactly `window_samples` of them ([n] or [1, n]), all finite. Returns
-    float32 [1, window_samples]; raises TypeError / ValueError saying what is wrong."""
-    if isinstance(window, tf.Tensor):
-        window = window.numpy()
-    window = np.asarray(window)
-    if window.dtype.kind != "f":
-        raise TypeError(f"window must hold float samples in [-1, 1], got dtype {window.dtype}")
-    if window.shape not in ((window_samples,), (1, window_samples)):
-        raise ValueError(f"window must be [{window_samples}] or [1, {window_samples}] (one "
-                         f"0.96 s window at 16 kHz), got shape {window.shape}")
-    if not np.all(np.isfinite(window)):
-        raise ValueError("window holds NaN or Inf samples")
-    return window.astype(np.float32, copy=False).reshape(1, window_samples)
-
-
-def _empty_timestamps(num_samples, hop_ms, sample_rate, size):
-    steps = num_samples // int(round(hop_ms * sample_rate / 1000)) + 1
-    return np.zeros((0, steps, size), np.float32), np.zeros((0, steps), np.float32)
 
 
 # ========================================================================= TFLite
@@ -1188,114 +1062,3 @@ def assert_no_flex(path: str) -> list:
         raise ValueError(f"{path}: needs ops outside the TFLite built-ins: {foreign} "
                          f"(Flex = SELECT_TF_OPS, which edge runtimes lack)")
     return ops
-
-
-class TFLiteEmbedder:
-    """Runs an exported window `.tflite` with the LiteRT interpreter, for audio of any
-    length: the clip is cut into the windows that `Embedder` would encode (the same
-    `WindowPlan`), which are run one by one ([1, 15600] each).
-
-    Args:
-        path: the `.tflite` file (from `export_encoder` / `convert_window_tflite`).
-        config: its MSSSConfig; default: the file's "msss_config" metadata, else
-            `msss_config.json` beside it or in `../assets/`.
-        hop_ms: the timestamp hop (default: the one stored at export, else 40 ms).
-        num_threads: interpreter threads (None: LiteRT's default).
-
-    Same NumPy API as `Embedder`: `scene_embeddings(audio)`,
-    `timestamp_embeddings(audio)`, plus `window(one_window)`; attributes `sample_rate`,
-    `scene_embedding_size`, `timestamp_embedding_size`, `config`, `plan`.
-    """
-
-    def __init__(self, path: str, config: Optional[MSSSConfig] = None,
-                 hop_ms: Optional[float] = None, num_threads: Optional[int] = None):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.path = path
-        _read_tflite(path)  # missing / truncated / foreign: a message naming the path
-        stored = tflite_metadata(path).get(TFLITE_CONFIG_METADATA)
-        stored_hop = None
-        if config is None and stored:
-            meta = json.loads(stored.decode())
-            stored_hop = meta.pop("_hop_ms", None)
-            meta = {k: v for k, v in meta.items() if not k.startswith("_")}  # _variant, ...
-            config = MSSSConfig.from_dict(meta)
-        if config is None:
-            folder = os.path.dirname(os.path.abspath(path))
-            for candidate in (os.path.join(folder, CONFIG_FILENAME),
-                              os.path.join(folder, os.pardir, "assets", CONFIG_FILENAME)):
-                if os.path.exists(candidate):
-                    config = MSSSConfig.load(candidate)
-                    break
-        if config is None:
-            raise ValueError(f"{path}: no MSSS config in its metadata or beside it; pass "
-                             f"config=MSSSConfig(...)")
-        self.config = config
-        self.plan = WindowPlan(config, hop_ms or stored_hop or 40.0)
-        self.hop_ms = self.plan.hop_ms
-        self.sample_rate = config.sample_rate
-        try:
-            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
-            self._runner = self.interpreter.get_signature_runner()
-        except Exception as e:
-            raise ValueError(f"{path}: the LiteRT interpreter cannot run it "
-                             f"({type(e).__name__}: {e})") from e
-        inputs = self._runner.get_input_details()
-        outputs = self._runner.get_output_details()
-        if set(inputs) != {"waveform"} or not {"embedding", "frames"} <= set(outputs):
-            raise ValueError(f"{path}: not an msss-tf window model (inputs {sorted(inputs)}, "
-                             f"outputs {sorted(outputs)})")
-        shape = tuple(inputs["waveform"]["shape"])
-        if shape != (1, self.plan.window_samples):
-            raise ValueError(f"{path}: input shape {shape} does not match the config's "
-                             f"window of {self.plan.window_samples} samples")
-        self.scene_embedding_size = int(outputs["embedding"]["shape"][-1])
-        self.timestamp_embedding_size = self.scene_embedding_size
-
-    def window(self, window) -> tuple:
-        """One window float32 [window_samples] -> (embedding [D], frames [3, D])."""
-        window = check_window(window, self.plan.window_samples)
-        out = self._runner(waveform=window)
-        return out["embedding"][0], out["frames"][0]
-
-    def encode_windows(self, windows, batch_size=None) -> np.ndarray:
-        """float32 [c, window_samples] -> frames [c, 3, D]; one window at a time
-        (`batch_size` is ignored)."""
-        return np.stack([self.window(w)[1] for w in _as_audio_batch(windows)])
-
-    def _windows_frames(self, clip, starts):
-        hop = self.config.stft_hop
-        return np.stack([self.window(clip[s * hop:s * hop + self.plan.window_samples])[1]
-                         for s in starts])
-
-    def scene_embeddings(self, audio, batch_size=None) -> np.ndarray:
-        """float32 [n, samples] -> [n, D]; `batch_size` is ignored (one window at a time)."""
-        audio = _as_audio_batch(audio)
-        out = np.zeros((len(audio), self.scene_embedding_size), np.float32)
-        pad = int(self.plan.scene_pad(audio.shape[1]))
-        starts = self.plan.scene_starts(
-            self.plan.num_frames(audio.shape[1] + pad)).numpy()
-        for i, clip in enumerate(audio):
-            clip = np.pad(clip, (0, pad))
-            out[i] = self._windows_frames(clip, starts).mean(axis=(0, 1))
-        return out
-
-    def timestamp_embeddings(self, audio, batch_size=None):
-        """float32 [n, samples] -> ([n, T, D], timestamps_ms [n, T])."""
-        audio = _as_audio_batch(audio)
-        starts, num_timestamps, num_tiles, end_pad = self.plan.timestamp_plan(audio.shape[1])
-        starts = starts.numpy()
-        num_timestamps = int(num_timestamps)
-        if len(audio) == 0:
-            return _empty_timestamps(audio.shape[1], self.hop_ms, self.sample_rate,
-                                     self.scene_embedding_size)
-        embs = []
-        for clip in audio:
-            clip = np.pad(clip, (self.plan.start_pad, int(end_pad)))
-            frames = self._windows_frames(clip, starts)[None]  # [1, M*K, J, D]
-            emb, stamps = self.plan.arrange_timestamp_frames(frames, int(num_tiles),
-                                                             num_timestamps)
-            embs.append(emb.numpy()[0])
-        stamps = np.tile(stamps.numpy()[:1], (len(audio), 1))
-        return np.stack(embs), stamps

@@ -9,9 +9,11 @@
 the same length (HEAR's contract), any length and any n. Scene embeddings are
 float32 [n, D]; timestamp embeddings float32 [n, T, D] with timestamps_ms float32 [n, T]
 at a 40 ms hop: 0, 40, 80, ... up to the end of the audio, never past it, the same for
-every clip. What they are is described in `msss_tf.embed`.
+every clip. What they are is described in `msss_tf.embedding.windows`; the audio is
+checked as every embedder checks it (`msss_tf.embedding.as_audio_batch`: float, finite,
+non-empty clips).
 
-`load_model` accepts, and tells apart by their files:
+`load_model` accepts, and tells apart by their files (`msss_tf.embedding.resolve_model`):
 
 * a run directory (its model.keras or newest checkpoint) or a `.keras` file: the Keras
   `Embedder`;
@@ -22,69 +24,19 @@ every clip. What they are is described in `msss_tf.embed`.
 All three give the same embeddings (up to float rounding, or quantisation for the int8
 TFLite files). The returned model is a `tf.Module` (the HEAR validator requires one for
 TensorFlow models; a Keras 3 model is not one) carrying `sample_rate`,
-`scene_embedding_size` and `timestamp_embedding_size`. Clips are embedded in chunks
+`scene_embedding_size` and `timestamp_embedding_size`; its `embedder` is an
+`msss_tf.embedding.AudioEmbedder`. Clips are embedded in chunks
 (`scene_batch_size`, `timestamp_batch_size` clips) so memory stays bounded for any n.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
 
-KINDS = ("keras", "saved_model", "tflite")
-
-
-def model_kind(path: str) -> Tuple[str, str]:
-    """Which kind of model `path` holds: ("keras" | "saved_model" | "tflite", the path to
-    load). Raises FileNotFoundError / ValueError naming the path."""
-    from msss_tf.config import CONFIG_FILENAME
-    from msss_tf.pretrain import CHECKPOINT_DIR, FINAL_MODEL
-
-    if not path:
-        raise ValueError(
-            "load_model needs model_file_path: a run directory, a .keras file, an exported "
-            "encoder SavedModel folder or a .tflite file (msss-tf ships no default weights)")
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such model file or directory: {path}")
-    if os.path.isfile(path):
-        if path.endswith(".keras"):
-            return "keras", path
-        if path.endswith(".tflite"):
-            return "tflite", path
-        raise ValueError(f"{path}: not a model this loader knows (expected a .keras or "
-                         f".tflite file, a run directory or an exported SavedModel folder)")
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return "saved_model", path
-    versions = [d for d in os.listdir(path)
-                if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
-    if versions:
-        return "saved_model", os.path.join(path, max(versions, key=int))
-    if any(os.path.exists(os.path.join(path, name))
-           for name in (FINAL_MODEL, CHECKPOINT_DIR, CONFIG_FILENAME)):
-        return "keras", path
-    raise ValueError(
-        f"{path}: neither a run directory (model.keras, checkpoints/, msss_config.json) nor "
-        f"an exported encoder SavedModel (saved_model.pb, or numbered version folders)")
-
-
-def load_embedder(path: str):
-    """The embedder for any model path (see `model_kind`): an `Embedder`, a
-    `SavedModelEncoder` or a `TFLiteEmbedder`; all share `scene_embeddings(audio,
-    batch_size)` and `timestamp_embeddings(audio, batch_size)` on NumPy arrays."""
-    from msss_tf.embed import Embedder
-    from msss_tf.export import SavedModelEncoder, TFLiteEmbedder
-
-    kind, path = model_kind(path)
-    if kind == "keras":
-        return Embedder.from_path(path)
-    if kind == "saved_model":
-        return SavedModelEncoder(path)
-    return TFLiteEmbedder(path)
-
+from msss_tf.embedding import as_audio_batch, empty_timestamps, load_embedder, resolve_model
 
 class HEARModel(tf.Module):
     """What `load_model` returns: a `tf.Module` around an embedder.
@@ -111,17 +63,15 @@ class HEARModel(tf.Module):
 def load_model(model_file_path: str = "") -> HEARModel:
     """Loads a run directory, a `.keras` file, an exported encoder SavedModel or a window
     `.tflite` (see the module docstring) as a HEAR model."""
-    kind, path = model_kind(model_file_path)
+    kind, path = resolve_model(model_file_path)
     return HEARModel(load_embedder(path), kind, path)
 
 
 def _audio(audio, model: HEARModel) -> np.ndarray:
-    from msss_tf.export import _as_audio_batch
-
     if not isinstance(model, HEARModel):
         raise TypeError(f"model must come from msss_tf.hear.load_model, got "
                         f"{type(model).__name__}")
-    return _as_audio_batch(audio)
+    return as_audio_batch(audio)
 
 
 def get_scene_embeddings(audio, model: HEARModel) -> tf.Tensor:
@@ -135,11 +85,9 @@ def get_scene_embeddings(audio, model: HEARModel) -> tf.Tensor:
 def get_timestamp_embeddings(audio, model: HEARModel) -> Tuple[tf.Tensor, tf.Tensor]:
     """float32 [n, samples] at 16 kHz -> (float32 [n, T, timestamp_embedding_size],
     timestamps in ms float32 [n, T]); T = samples // 640 + 1 at the 40 ms hop."""
-    from msss_tf.export import _empty_timestamps
-
     audio = _audio(audio, model)
     if len(audio) == 0:
-        emb, stamps = _empty_timestamps(audio.shape[1], model.hop_ms, model.sample_rate,
+        emb, stamps = empty_timestamps(audio.shape[1], model.hop_ms, model.sample_rate,
                                         model.timestamp_embedding_size)
     else:
         embs, stamps = [], []

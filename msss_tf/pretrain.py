@@ -48,7 +48,7 @@ from typing import Optional
 
 import keras
 
-from msss_tf.config import CONFIG_FILENAME, MSSSConfig
+from msss_tf.config import MSSSConfig
 from msss_tf.data import SkipReport, pretrain_dataset
 from msss_tf.data.audio import write_json_atomically
 from msss_tf.distribute import check_global_batch, make_strategy, writable_model_dir
@@ -57,12 +57,11 @@ from msss_tf.reliability import (NONFINITE_POLICIES, TRAIN_LOG, AtomicBackupAndR
                                  AtomicModelCheckpoint, GracefulStop, NonFiniteGuard,
                                  NonFiniteLossError, RunLog, StopAtStep, TrainingAborted,
                                  TrainingInterrupted, install_nonfinite_skip,
-                                 last_good_checkpoint, read_backup_metadata,
+                                 read_backup_metadata,
                                  save_model_atomically, signal_name, test_hook_callbacks)
+from msss_tf.rundir import CHECKPOINT_DIR, CONFIG_FILENAME, FINAL_MODEL, last_good_checkpoint
 
 BACKUP_DIR = "backup"
-CHECKPOINT_DIR = "checkpoints"
-FINAL_MODEL = "model.keras"
 LOG_DIR = "logs"
 RUN_RECORD = "pretrain_run.json"
 SUMMARY = "summary.json"
@@ -173,20 +172,6 @@ def write_summary(model_dir: str, record: dict) -> dict:
 
 
 # AtomicModelCheckpoint and save_model_atomically live in msss_tf.reliability.
-
-
-def latest_checkpoint(model_dir: str) -> Optional[str]:
-    """The newest of the final model and the epoch checkpoints, else None.
-
-    An interrupted resume leaves checkpoints newer than an earlier run's final model:
-    those hold more training, so the newer file wins.
-    """
-    final = os.path.join(model_dir, FINAL_MODEL)
-    checkpoint = last_good_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
-    candidates = [p for p in (final, checkpoint) if p and os.path.exists(p)]
-    if not candidates:
-        return None
-    return max(candidates, key=os.path.getmtime)
 
 
 @dataclasses.dataclass

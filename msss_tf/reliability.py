@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from msss_tf.data.audio import write_json_atomically
+from msss_tf.rundir import last_good_checkpoint
 
 NONFINITE_POLICIES = ("stop", "skip")
 TEST_PAUSE_ENV = "MSSS_TF_TEST_PAUSE"
@@ -284,15 +285,6 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
                        if f.endswith(".keras") and not f.endswith(".tmp.keras"))
         for old in saved[: -self.keep] if self.keep else []:
             os.remove(os.path.join(self.directory, old))
-
-
-def last_good_checkpoint(directory: str) -> Optional[str]:
-    """The newest complete `epoch-NNNN.keras` in `directory`, or None."""
-    if not os.path.isdir(directory):
-        return None
-    saved = sorted(f for f in os.listdir(directory)
-                   if f.endswith(".keras") and not f.endswith(".tmp.keras"))
-    return os.path.join(directory, saved[-1]) if saved else None
 
 
 # ----------------------------------------------------------------------------- backup

@@ -182,8 +182,8 @@ def cosines(a, b):
 
 @pytest.mark.slow  # a JAX fit, then a SavedModel and two TFLite conversions
 def test_a_model_trained_on_jax_exports_under_tensorflow(tmp_path):
-    from msss_tf.embed import load_msss_model
-    from msss_tf.export import TFLiteEmbedder, export_encoder, load_encoder
+    from msss_tf.embedding import TFLiteEmbedder, load_encoder, load_msss_model
+    from msss_tf.export import export_encoder
 
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.path.dirname(HERE))

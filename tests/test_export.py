@@ -26,13 +26,11 @@ import tensorflow as tf
 from msss_tf import cli, hear
 from msss_tf.config import MSSSConfig
 from msss_tf.data.synthetic import synthetic_corpus
-from msss_tf.embed import Embedder
+from msss_tf.embedding import Embedder, TFLiteEmbedder, load_encoder
 from msss_tf.export import (
     TFLITE_VARIANTS,
-    TFLiteEmbedder,
     assert_no_flex,
     export_encoder,
-    load_encoder,
     next_version,
     tflite_op_names,
 )

@@ -218,7 +218,7 @@ def _check_after_kill(run, point):
     whole checkpoints only, and `latest_checkpoint` on one of them."""
     import h5py
 
-    from msss_tf.pretrain import latest_checkpoint
+    from msss_tf.rundir import latest_checkpoint
 
     backup = os.path.join(run, "backup")
     if os.path.exists(os.path.join(backup, "training_metadata.json")):
@@ -376,9 +376,8 @@ def test_leftovers_of_killed_writes_are_never_read_and_the_next_start_removes_th
     # epoch-0007.tmp.keras files beside its checkpoints), planted on a real run: the newest
     # and highest-numbered files of all, so a reader going by name or time would take them.
     from msss_tf.config import MSSSConfig
-    from msss_tf.pretrain import (holds_trained_state, latest_checkpoint, pretrain,
-                                  remove_leftovers)
-    from msss_tf.reliability import last_good_checkpoint
+    from msss_tf.pretrain import holds_trained_state, pretrain, remove_leftovers
+    from msss_tf.rundir import last_good_checkpoint, latest_checkpoint
 
     run_pretrain_eagerly(monkeypatch)
     run = tmp_path / "run"

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from msss_tf.config import MSSSConfig
 from msss_tf.data.audio import AudioError, SpooledAudio, load_audio
-from msss_tf.embed import Embedder, embed_file, save_npz_streamed
+from msss_tf.embedding import Embedder, embed_file, save_npz_streamed
 
 CONFIG = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25)
 

@@ -27,8 +27,8 @@ import tensorflow as tf
 from scipy.signal import resample_poly
 
 from msss_tf import tflite_metadata
-from msss_tf.embed import Embedder
-from msss_tf.export import TFLiteEmbedder, export_encoder, load_encoder, tflite_metadata as entries
+from msss_tf.embedding import Embedder, TFLiteEmbedder, load_encoder
+from msss_tf.export import export_encoder, tflite_metadata as entries
 from test_export import CONFIG, D, clips, cosine, make_run_dir
 
 # The export fixture alone takes ~45 s: the slow stage (where CI installs MediaPipe).

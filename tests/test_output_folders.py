@@ -79,7 +79,7 @@ def test_the_error_is_a_value_error_naming_the_folder(tmp_path, read_only):
 
 def test_export_to_a_read_only_folder(tmp_path, read_only):
     from msss_tf.config import MSSSConfig
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder
     from msss_tf.export import export_encoder, export_probe
 
     embedder = Embedder.random_init(MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25))
@@ -99,7 +99,7 @@ def test_export_to_a_read_only_folder(tmp_path, read_only):
                                               "the read_only fixture covers this case")
 def test_export_to_a_chmod_555_folder(tmp_path):
     from msss_tf.config import MSSSConfig
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder
     from msss_tf.export import export_encoder
 
     base = tmp_path / "msss_encoder"
@@ -154,7 +154,7 @@ def test_probe_outputs_in_a_read_only_folder(tmp_path, read_only, monkeypatch):
 def test_embed_cli_into_a_read_only_folder_names_it(tmp_path, read_only, monkeypatch, capsys):
     import soundfile as sf
 
-    from msss_tf import cli, hear
+    from msss_tf import cli, embedding
 
     class FakeEmbedder:
         sample_rate = 16000
@@ -165,7 +165,7 @@ def test_embed_cli_into_a_read_only_folder_names_it(tmp_path, read_only, monkeyp
         def timestamp_embeddings(self, audio):
             return np.ones((len(audio), 2, 4), np.float32), np.zeros((len(audio), 2), np.float32)
 
-    monkeypatch.setattr(hear, "load_embedder", lambda path: FakeEmbedder())
+    monkeypatch.setattr(embedding, "load_embedder", lambda path: FakeEmbedder())
     clip = tmp_path / "a.wav"
     sf.write(str(clip), 0.1 * np.sin(np.arange(16000) / 5.0), 16000)
     out_dir = read_only(tmp_path / "locked")

@@ -122,7 +122,7 @@ def test_event_probe_finds_the_onsets(tmp_path):
 def test_results_table_json_csv_and_probe_export_in_a_fresh_process(tmp_path, capsys):
     from msss_tf.config import MSSSConfig
     from msss_tf.data.tasks import load_task
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder
     from msss_tf.model import MSSSModel
 
     config = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25)
@@ -167,7 +167,7 @@ def test_results_table_json_csv_and_probe_export_in_a_fresh_process(tmp_path, ca
     # The API on the same export base writes version 2, never over version 1; its
     # in-memory predictions are what the export reproduces in a fresh process.
     from msss_tf.data.tasks import load_task
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder
 
     _, paths, results = run_probes(str(run), ["synthetic_scene"], ProbeSettings(max_epochs=3),
                                    out_dir=str(out), export_dir=str(exports), progress=False)

@@ -130,7 +130,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
 def test_sigkill_during_checkpoint_write_then_resume(tmp_path):
     import keras
 
-    from msss_tf.pretrain import latest_checkpoint
+    from msss_tf.rundir import latest_checkpoint
 
     model_dir = str(tmp_path / "run")
     args = _pretrain_args(model_dir)
@@ -476,7 +476,7 @@ def _first_losses_and_embeddings(seed, steps=2):
     model = MSSSModel(config)
     model.compile(optimizer=build_optimizer(config))
     losses = [{k: float(v) for k, v in model.train_step(b).items()} for b in batches]
-    # Embeddings are means of encoder frames of 0.96 s windows (msss_tf.embed); the
+    # Embeddings are means of encoder frames of 0.96 s windows (msss_tf.embedding); the
     # frames of one window, computed eagerly (the Embedder's tf.functions would trace).
     window = np.sin(np.linspace(0, 600, 15600, dtype=np.float32))[None] * 0.3
     return losses, model(window, training=False).numpy()
@@ -598,28 +598,11 @@ def test_long_files_are_read_in_chunks_and_excerpts(tmp_path):
 
 
 # ----------------------------------------------------------------- artefacts, bad input
-def test_tflite_window_input_is_checked_before_the_interpreter():
-    from msss_tf.export import check_window
-
-    window = check_window(np.zeros(15600, np.float64), 15600)
-    assert window.shape == (1, 15600) and window.dtype == np.float32
-    assert check_window(tf.zeros([1, 15600]), 15600).shape == (1, 15600)
-    with pytest.raises(TypeError, match="float samples.*int16"):
-        check_window(np.zeros(15600, np.int16), 15600)
-    for shape in [(15599,), (2, 15600), (0,), (1, 1, 15600), ()]:
-        with pytest.raises(ValueError, match=r"must be \[15600\] or \[1, 15600\]"):
-            check_window(np.zeros(shape, np.float32), 15600)
-    bad = np.zeros(15600, np.float32)
-    bad[7] = np.nan
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        check_window(bad, 15600)
-
-
 def test_loaders_name_truncated_and_foreign_models(tmp_path):
     import keras
 
     from msss_tf import hear
-    from msss_tf.export import load_encoder
+    from msss_tf.embedding import load_encoder
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

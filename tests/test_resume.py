@@ -357,19 +357,3 @@ def test_ctrl_c_and_sigterm_on_the_command_then_the_same_command_resumes(tmp_pat
         "interrupted", "interrupted", "completed"]
     starts = [e for e in read_run_log(run) if e["event"] == "start"]
     assert [s["optimizer_step"] for s in starts] == [0, 2, 3]
-
-
-def test_latest_checkpoint_prefers_a_newer_checkpoint_over_an_older_final_model(tmp_path):
-    from msss_tf.pretrain import latest_checkpoint
-
-    assert latest_checkpoint(str(tmp_path)) is None
-    (tmp_path / "checkpoints").mkdir()
-    final, early, late = (tmp_path / "model.keras", tmp_path / "checkpoints" / "epoch-0002.keras",
-                          tmp_path / "checkpoints" / "epoch-0005.keras")
-    for path, mtime in ((early, 100), (final, 200)):
-        path.write_bytes(b"x")
-        os.utime(path, (mtime, mtime))
-    assert latest_checkpoint(str(tmp_path)) == str(final)  # a finished run: its final model
-    late.write_bytes(b"x")
-    os.utime(late, (300, 300))  # an interrupted resume trained past it
-    assert latest_checkpoint(str(tmp_path)) == str(late)

@@ -11,14 +11,11 @@ import pytest
 import tensorflow as tf
 
 from msss_tf import hear
-from msss_tf.embed import Embedder
+from msss_tf.embedding import Embedder, SavedModelEncoder, TFLiteEmbedder, check_window
 from msss_tf.export import (
     GUARD_SCOPE,
     TFLITE_VARIANTS,
-    SavedModelEncoder,
-    TFLiteEmbedder,
     assert_no_flex,
-    check_window,
     convert_window_tflite,
     encoder_blocks,
     tflite_parity,

@@ -9,7 +9,7 @@ Rows (`CONFIGURATIONS`, named as in method.md's results table): COLA (clip only)
 clip + frame, clip + pitch, all three (the proposed method), all three with cosine
 similarity; and two reference rows that are not pre-trained: a randomly initialised
 encoder of the same architecture, and the log-mel front end alone
-(`msss_tf.baselines.LogMelStatsEmbedder`: mean and standard deviation over time of the
+(`msss_tf.embedding.LogMelStatsEmbedder`: mean and standard deviation over time of the
 log-mel frames).
 
 Every pre-trained row uses the same budget (`BUDGETS`: steps, batch, learning rate, encoder

@@ -44,7 +44,7 @@ class Budget:
         numbers up to float rounding.
     default_seeds: seeds 0..N-1 when the command line does not say.
     calibration_segments: the random-init row's batch-norm statistics are estimated on
-        this many segments of the pre-training corpus (`msss_tf.embed.calibrate_batch_norm`);
+        this many segments of the pre-training corpus (`msss_tf.embedding.calibrate_batch_norm`);
         the row "random init, BN at init" keeps the initial statistics.
         calibration_passes: batches of that calibration (0: enough for the moving averages
         to forget their initial values, 66 at momentum 0.9).

@@ -57,8 +57,7 @@ CALIBRATION_SEED_OFFSET = 10_007  # calibration segments: another draw than trai
 
 def make_embedder(configuration: Configuration, budget: Budget, seed: int, out: str):
     """Returns (embedder, info): pre-trains first for a pre-trained configuration."""
-    from msss_tf.baselines import LogMelStatsEmbedder
-    from msss_tf.embed import Embedder
+    from msss_tf.embedding import Embedder, LogMelStatsEmbedder
 
     if configuration.kind == "logmel":
         return LogMelStatsEmbedder(budget.msss_config(seed=seed)), {"pretrain_seconds": 0.0}
@@ -75,7 +74,7 @@ def make_embedder(configuration: Configuration, budget: Budget, seed: int, out: 
         embedder = Embedder.random_init(config, seed=seed)
         passes = 0
         if calibration is not None:
-            from msss_tf.embed import calibrate_batch_norm
+            from msss_tf.embedding import calibrate_batch_norm
 
             passes = calibrate_batch_norm(embedder.encoder, embedder.frontend, calibration,
                                           passes=budget.calibration_passes)

@@ -24,7 +24,7 @@ def run_embed(fv, files=()):
     """Embeds audio files (FILES, or folders of them) into one .npz; skips bad files.
 
     Memory does not grow with a file's length: each file is decoded block by block and
-    its windows encoded a few at a time (`msss_tf.embed.embed_file`); the timestamp
+    its windows encoded a few at a time (`msss_tf.embedding.embed_file`); the timestamp
     embeddings go to a temporary file beside the output and are copied into the .npz
     block by block."""
     import tempfile
@@ -33,9 +33,8 @@ def run_embed(fv, files=()):
     import numpy as np
 
     from msss_tf.data.audio import AudioError, find_audio_files
-    from msss_tf.embed import embed_file, save_npz_streamed
+    from msss_tf.embedding import embed_file, load_embedder, save_npz_streamed
     from msss_tf.export import writing_to
-    from msss_tf.hear import load_embedder
 
     require(fv, "model", "out")
     paths, unsupported = [], []

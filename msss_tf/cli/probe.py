@@ -60,7 +60,7 @@ def run_probe(fv):
     )
     model, name = fv.model_dir, None
     if fv.embedding_layer != "output":
-        from msss_tf.embed import Embedder
+        from msss_tf.embedding import Embedder
 
         model = Embedder.from_path(fv.model_dir, layer=fv.embedding_layer)
         name = f"{os.path.basename(os.path.normpath(fv.model_dir))}@{fv.embedding_layer}"

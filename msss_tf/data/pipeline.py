@@ -249,7 +249,7 @@ def sample_segments(source: str, config: MSSSConfig, count: int = 256, *,
     """`count` random 0.96 s segments of a pre-training source, as training draws them.
 
     Used to calibrate the batch-norm statistics of a randomly initialised encoder
-    (`msss_tf.embed.calibrate_batch_norm`), so that the random-init reference runs in
+    (`msss_tf.embedding.calibrate_batch_norm`), so that the random-init reference runs in
     the same regime as a trained encoder.
 
     Returns:

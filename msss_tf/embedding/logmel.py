@@ -1,7 +1,8 @@
-"""Embedders that need no training, for reference rows next to trained encoders.
+"""`LogMelStatsEmbedder`: the log-mel front end alone as an embedder, no training.
 
-`LogMelStatsEmbedder`: the log-mel front end alone (the "log-mel mean+std" row of the
-ablation study, experiments/study/, and of the long runs, experiments/long_run.py).
+A reference row next to trained encoders (the "log-mel mean+std" row of the ablation
+study, experiments/study/, and of the long runs, experiments/long_run.py). It meets
+`AudioEmbedder`, with the same audio check and timestamp hop rules as `Embedder`.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from typing import Optional
 import numpy as np
 
 from msss_tf.config import MSSSConfig
-from msss_tf.embed import as_audio_batch
+from msss_tf.embedding.audio import as_audio_batch, empty_timestamps
 
 
 class LogMelStatsEmbedder:
     """The log-mel front end alone as an embedder: no encoder, no training.
 
-    Same interface as `msss_tf.embed.Embedder` where the probes use it. An embedding is
+    An `AudioEmbedder`, like `Embedder`. An embedding is
     the mean and the standard deviation over time of the log-mel frames (2 x n_mels = 128
     values): for `scene_embeddings` over the whole clip; for `timestamp_embeddings` over
     the frames whose centres lie within +-160 ms of each timestamp (the span of one
@@ -28,7 +29,7 @@ class LogMelStatsEmbedder:
 
     def __init__(self, config: Optional[MSSSConfig] = None, hop_ms: float = 40.0,
                  context_ms: float = 320.0):
-        from msss_tf.embed import WindowPlan
+        from msss_tf.embedding.windows import WindowPlan
         from msss_tf.frontend import LogMelFrontEnd
 
         self.config = config or MSSSConfig()
@@ -48,6 +49,9 @@ class LogMelStatsEmbedder:
         return np.asarray(self.frontend(audio), np.float64)  # [n, F, mels]
 
     def scene_embeddings(self, audio, batch_size: int = 16) -> np.ndarray:
+        audio = as_audio_batch(audio)
+        if len(audio) == 0:
+            return np.zeros((0, self.scene_embedding_size), np.float32)
         mel = self._log_mel(audio)
         return np.concatenate([mel.mean(1), mel.std(1)], axis=-1).astype(np.float32)
 
@@ -56,9 +60,10 @@ class LogMelStatsEmbedder:
         return 1000.0 * (np.arange(num_frames) * c.stft_hop + c.stft_window / 2) / c.sample_rate
 
     def timestamp_embeddings(self, audio, batch_size: int = 8):
-        audio = np.asarray(audio, np.float32)
-        if audio.ndim == 1:
-            audio = audio[None, :]
+        audio = as_audio_batch(audio)
+        if len(audio) == 0:
+            return empty_timestamps(audio.shape[1], self.hop_ms, self.sample_rate,
+                                    self.timestamp_embedding_size)
         mel = self._log_mel(audio)  # [n, F, M]
         n, frames, _ = mel.shape
         num_timestamps = audio.shape[1] // self.hop_samples + 1

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from msss_tf.config import MSSSConfig
-from msss_tf.embed import Embedder, load_msss_model
+from msss_tf.embedding import Embedder, load_msss_model
 
 CONFIG = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25)
 
@@ -125,7 +125,7 @@ def test_a_corrupt_keras_file_cannot_be_loaded_and_is_not_called_missing(tmp_pat
 def test_batch_norm_calibration_sets_statistics_and_keeps_weights():
     import keras
 
-    from msss_tf.embed import calibrate_batch_norm
+    from msss_tf.embedding import calibrate_batch_norm
     from msss_tf.encoder import build_encoder
     from msss_tf.frontend import LogMelFrontEnd
 

@@ -1,15 +1,15 @@
-"""The embedders that need no training (msss_tf/baselines.py): the log-mel reference."""
+"""The embedder that needs no training (msss_tf/embedding/logmel.py): the log-mel reference."""
 
 import numpy as np
 import pytest
 
-from msss_tf.baselines import LogMelStatsEmbedder
+from msss_tf.embedding import LogMelStatsEmbedder
 from msss_tf.config import MSSSConfig
 
 
 @pytest.mark.parametrize("seconds", [1.07, 1.98, 2.74, 4.0])
 def test_logmel_embedder_shapes_and_timestamps(seconds):
-    from msss_tf.embed import WindowPlan
+    from msss_tf.embedding import WindowPlan
 
     config = MSSSConfig()
     embedder = LogMelStatsEmbedder(config)
