@@ -110,7 +110,7 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
           "(a task counts when any of its metrics is higher)")
     encoder_export = None
     if export_dir:
-        from msss_tf.export import export_encoder
+        from msss_tf.export import CLASSIFIER_TFLITE, TFLITE_DIR, export_encoder
 
         print("\nexporting the encoder (SavedModel for TF Serving + float32 TFLite) ...")
         encoder_export = export_encoder(result.model, os.path.join(export_dir, "msss_demo_encoder"),
@@ -121,6 +121,9 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
             print(f"  encoder TFLite ({variant}, one 0.96 s window): {path}")
         for task, path in exports.items():
             print(f"  {task} probe SavedModel: {path}")
+            classifier = os.path.join(path, TFLITE_DIR, CLASSIFIER_TFLITE)
+            if os.path.exists(classifier):
+                print(f"  {task} classifier TFLite (MediaPipe AudioClassifier): {classifier}")
     summary = {
         "pretrain_losses": {"untrained": before, "trained": after},
         "probes": {"trained": trained_rows, **reference_rows},
