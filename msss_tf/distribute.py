@@ -12,7 +12,8 @@
 
 `--batch_size` is the global batch; each of the R replicas gets batch_size / R clips.
 What the step does across replicas (negatives gathered, global random draws, batch-norm
-statistics) is in `msss_tf/model.py` and docs/performance.md.
+statistics) is in `msss_tf/model.py` and docs/performance.md; `replica_context` and
+`global_draw` below are the step's helpers for it.
 """
 
 from __future__ import annotations
@@ -78,3 +79,34 @@ def check_global_batch(batch_size: int, strategy) -> int:
         raise ValueError(f"--batch_size={batch_size} (the global batch) must be a multiple of "
                          f"the {replicas} replicas of the strategy")
     return batch_size // replicas
+
+
+def replica_context():
+    """The replica context of a multi-replica tf.distribute step, else None (always None
+    off TensorFlow)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def global_draw(replica, draw, local_batch):
+    """draw(n) for this replica's rows: on one device draw(local_batch); with R replicas,
+    every replica makes the same draw(R * local_batch) (same seed state) and keeps its
+    own slice [local_batch, ...], so the values are those one device would draw for the
+    global batch."""
+    if replica is None:
+        return draw(local_batch)
+    import tensorflow as tf
+
+    everyone = draw(local_batch * replica.num_replicas_in_sync)
+    start = tf.cast(replica.replica_id_in_sync_group, tf.int32) * local_batch
+    return everyone[start:start + local_batch]

@@ -3,14 +3,14 @@
 From a batch of clips, given as two random segments each (`anchor`, `positive`,
 waveforms [batch, segment_samples]), one step:
 
-1. draws a pitch ratio rho ~ U[pitch_ratio_min, pitch_ratio_max] per anchor and adds
-   N(0, positive_noise_std^2) to the positive's waveform;
-2. runs the front end: log-mel of the anchor and of its pitch-shifted copy from one STFT,
-   and of the positive;
-3. runs the encoder once per view (three calls: each view keeps its own batch-norm
-   statistics, and on CPU three calls are faster than one call on the concatenation;
-   `view_batching="concat"` makes it one call on the 3B concatenation instead);
-4. computes L = L_clip + lambda_f L_frame + lambda_p L_pitch with the losses switched on.
+1. draws the views (`msss_tf.views.draw_views`): a pitch ratio rho ~ U[pitch_ratio_min,
+   pitch_ratio_max] per anchor, N(0, positive_noise_std^2) noise on the positive's
+   waveform, and the log-mel [B, T, n_mels] of the anchor, of its pitch-shifted copy
+   (from one STFT) and of the positive;
+2. runs the encoder once per view (three calls, each view with its own batch-norm
+   statistics; `view_batching="concat"` makes it one call on the 3B concatenation);
+3. computes L = L_clip + lambda_frame L_frame + lambda_pitch L_pitch (method.md, Eq. 7)
+   over the losses switched on.
 
 Views and heads that no enabled loss needs are not computed.
 
@@ -20,23 +20,20 @@ Speed and scale options (none changes the default step's numbers):
   its outputs are cast to float32, so the heads, similarities and losses stay float32.
   With float16, compile with a `keras.optimizers.LossScaleOptimizer` (`pretrain` does);
   `train_step` scales the loss through `optimizer.scale_loss`.
-* Under a `tf.distribute` strategy with R > 1 replicas each replica holds B / R clips of
-  the global batch B; the step then computes what one device computes on the global
-  batch: the pitch ratios and the positive's noise are drawn for the global batch with
-  the same seed on every replica and sliced by replica id; the clip loss scores each
-  local anchor against the positives of all replicas (`all_gather`, so the negatives are
-  the whole global batch, as on one device); the loss is divided by R before the
-  gradient (the optimiser sums gradients over replicas); the reported metrics are
-  averaged over replicas. `set_batch_norm_synchronized(True)` makes the encoder's batch
-  normalisation use global-batch statistics too (see docs/performance.md).
+* Under a `tf.distribute` strategy with R > 1 replicas (B / R clips each) the step
+  computes what one device computes on the global batch B: the random draws are made
+  for the global batch and sliced by replica (`msss_tf.views`); the clip loss scores each
+  local anchor against the positives of all replicas (`cross_replica_clip_loss`); the
+  loss is divided by R before the gradient (the optimiser sums the replicas' gradients);
+  the reported metrics are averaged over replicas. `set_batch_norm_synchronized(True)`
+  makes batch normalisation use global-batch statistics too (docs/performance.md).
 
-Backends: the model builds and trains on TensorFlow (the default) and on JAX. Both run the
-same `compute_msss_losses` (written in `keras.ops`); `train_step` is TensorFlow's
-`GradientTape` step above, or on JAX a stateless step (`jax.value_and_grad` of the same
-losses, the optimiser's `stateless_apply`), which Keras's JAX trainer compiles. On JAX the
-random draws come from JAX's generator, so the same seed draws other numbers than on
-TensorFlow; given the same draws (`pitch_ratio`, `positive_noise` in the batch) both
-backends compute the same losses and gradients. tf.distribute is TensorFlow's alone.
+Backends: TensorFlow (the default) and JAX run the same `compute_msss_losses` (in
+`keras.ops`); `train_step` is a `GradientTape` step on TensorFlow and a stateless step on
+JAX (`jax.value_and_grad` of `stateless_msss_losses`, the optimiser's `stateless_apply`).
+JAX's generator draws other numbers than TensorFlow's for the same seed; given the same
+draws (`pitch_ratio`, `positive_noise` in the batch) both backends compute the same
+losses and gradients. tf.distribute is TensorFlow's alone.
 """
 
 from __future__ import annotations
@@ -45,17 +42,27 @@ import keras
 from keras import ops
 
 from msss_tf.config import MSSSConfig
+from msss_tf.distribute import replica_context
 from msss_tf.encoder import build_encoder
 from msss_tf.frontend import LogMelFrontEnd
 from msss_tf.heads import ClipHead, FrameHead, PitchHead
 from msss_tf.losses import ClipContrastiveLoss, FrameContrastiveLoss, PitchShiftLoss
 from msss_tf.similarity import make_similarity
+from msss_tf.views import Views, draw_views, float_waveform
 
 
 def build_optimizer(config: MSSSConfig, mixed_precision=None) -> keras.optimizers.Optimizer:
     """The optimiser named by the config, with its learning rate and clipping; wrapped in
     a `LossScaleOptimizer` (dynamic loss scaling) when `mixed_precision="mixed_float16"`."""
-    optimizer = _build_optimizer(config)
+    kwargs = {"learning_rate": learning_rate(config)}
+    if config.clipnorm > 0:
+        kwargs["clipnorm"] = config.clipnorm
+    if config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(**kwargs)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(weight_decay=config.weight_decay, **kwargs)
+    else:
+        optimizer = keras.optimizers.SGD(momentum=0.9, **kwargs)
     if mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -84,17 +91,6 @@ def learning_rate(config: MSSSConfig):
     return keras.optimizers.schedules.CosineDecay(
         config.learning_rate / config.warmup_steps, decay_steps=1, alpha=1.0,
         warmup_target=config.learning_rate, warmup_steps=config.warmup_steps)
-
-
-def _build_optimizer(config: MSSSConfig) -> keras.optimizers.Optimizer:
-    kwargs = {"learning_rate": learning_rate(config)}
-    if config.clipnorm > 0:
-        kwargs["clipnorm"] = config.clipnorm
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(**kwargs)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(weight_decay=config.weight_decay, **kwargs)
-    return keras.optimizers.SGD(momentum=0.9, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="msss_tf")
@@ -165,12 +161,8 @@ class MSSSModel(keras.Model):
                 frame_similarity = similarity("frame_similarity")
                 frame_similarity.build((None, None, dim), (None, None, dim))
             self.frame_loss = FrameContrastiveLoss(
-                tau=config.frame_tau,
-                positives=config.frame_positives,
-                negatives=config.frame_negatives,
-                similarity=frame_similarity,
-                name="frame_loss",
-            )
+                tau=config.frame_tau, positives=config.frame_positives,
+                negatives=config.frame_negatives, similarity=frame_similarity, name="frame_loss")
         if "pitch" in losses:
             self.pitch_head = PitchHead(dim, name="pitch_head")
             self.pitch_head.build(frame_shape)
@@ -193,7 +185,7 @@ class MSSSModel(keras.Model):
 
     # ------------------------------------------------------------------ inference
     def call(self, waveform, training=False):
-        return self._encode(self.frontend(_waveform(waveform)), training)
+        return self._encode(self.frontend(float_waveform(waveform)), training)
 
     def _encode(self, log_mel, training):
         frames = self.encoder(log_mel, training=training)
@@ -201,18 +193,27 @@ class MSSSModel(keras.Model):
             return frames
         return ops.cast(frames, "float32")
 
-    def _encode_views(self, mels, training):
-        """Encoder outputs of a list of log-mel views (None entries stay None)."""
+    def _encode_views(self, views: Views, training):
+        """Encoder frames (anchor, positive, shifted), each [B, T // 32, C] or None.
+
+        The encoder calls run in a fixed order, which fixes each view's drop-connect
+        draws: "separate" encodes shifted, anchor, positive (one call each); "concat"
+        encodes anchor, positive, shifted as one concatenation and splits it."""
+        if self.view_batching == "separate":
+            shifted, anchor, positive = [None if m is None else self._encode(m, training)
+                                         for m in (views.shifted, views.anchor, views.positive)]
+            return anchor, positive, shifted
+        mels = [views.anchor, views.positive, views.shifted]
         present = [m for m in mels if m is not None]
-        if self.view_batching == "concat" and len(present) > 1:
-            ends, end = [], 0
-            for m in present[:-1]:  # the views have the same, static batch size
-                end += _batch_size(m)
-                ends.append(end)
-            joined = self._encode(ops.concatenate(present, axis=0), training)
-            parts = iter(ops.split(joined, ends, axis=0))
-            return [None if m is None else next(parts) for m in mels]
-        return [None if m is None else self._encode(m, training) for m in mels]
+        if len(present) == 1:
+            return tuple(None if m is None else self._encode(m, training) for m in mels)
+        ends, end = [], 0
+        for m in present[:-1]:  # the views have the same, static batch size
+            end += _batch_size(m)
+            ends.append(end)
+        joined = self._encode(ops.concatenate(present, axis=0), training)
+        parts = iter(ops.split(joined, ends, axis=0))
+        return tuple(None if m is None else next(parts) for m in mels)
 
     def set_batch_norm_synchronized(self, synchronized: bool = True) -> int:
         """Switches the encoder's batch normalisation to global-batch statistics under a
@@ -234,105 +235,56 @@ class MSSSModel(keras.Model):
 
         `batch` holds "anchor" and "positive" waveforms [B, S]; it may also carry the
         step's random draws, used instead of drawing them: "pitch_ratio" [B] and
-        "positive_noise" [B, S] (added to the positive as is). Tests use this to give an
-        XLA-compiled step the same draws as the plain one (XLA's stateless random
-        numbers differ from TensorFlow's for the same seed).
+        "positive_noise" [B, S] (added to the positive as is), e.g. to give two
+        backends, or an XLA-compiled and a plain step, the same draws.
         """
         config = self.msss_config
-        anchor_wave = _waveform(batch["anchor"])
-        batch_size = ops.shape(anchor_wave)[0]
-        self_mode = config.frame_positives == "self"
-        need_positive = self.clip_loss is not None or (self.frame_loss is not None and self_mode)
-        replica = _replica_context()
-
-        ratio = None
-        if config.needs_shifted_view and "pitch_ratio" in batch:  # the caller's own draws
-            ratio = ops.cast(batch["pitch_ratio"], "float32")
-        elif config.needs_shifted_view:
-            ratio = _global_draw(
-                replica,
-                lambda n: keras.random.uniform(
-                    (n,),
-                    minval=config.pitch_ratio_min,
-                    maxval=config.pitch_ratio_max,
-                    seed=self.seed_generator,
-                ),
-                batch_size,
-            )
-        if ratio is not None:
-            anchor_mel, shifted_mel = self.frontend.anchor_and_shifted(anchor_wave, ratio)
-        else:
-            anchor_mel = self.frontend(anchor_wave)
-            shifted_mel = None
-
-        positive_mel = None
-        if need_positive:
-            positive_wave = _waveform(batch["positive"])
-            if config.positive_noise_std > 0 and "positive_noise" in batch:
-                positive_wave += ops.cast(batch["positive_noise"], "float32")
-            elif config.positive_noise_std > 0:
-                samples = ops.shape(positive_wave)[1]
-                positive_wave += _global_draw(
-                    replica,
-                    lambda n: keras.random.normal(
-                        _shape_of(n, samples),
-                        stddev=config.positive_noise_std,
-                        seed=self.seed_generator,
-                    ),
-                    batch_size,
-                )
-            positive_mel = self.frontend(positive_wave)
-        if self.view_batching == "concat":
-            anchor, positive, shifted = self._encode_views(
-                [anchor_mel, positive_mel, shifted_mel], training)
-        else:  # the order of the original step: shifted, anchor, positive
-            shifted, anchor, positive = self._encode_views(
-                [shifted_mel, anchor_mel, positive_mel], training)
+        replica = replica_context()
+        need_positive = self.clip_loss is not None or (
+            self.frame_loss is not None and config.frame_positives == "self")
+        views = draw_views(batch, config, self.frontend, self.seed_generator,
+                           need_positive, replica)
+        anchor, positive, shifted = self._encode_views(views, training)
 
         out = {}
-        total = 0.0
         if self.clip_loss is not None:
-            if replica is None:
-                clip, accuracy = self.clip_loss(
-                    self.clip_head(anchor), self.clip_head(positive), return_accuracy=True
-                )
-            else:
-                clip, accuracy = self._cross_replica_clip_loss(
-                    replica, self.clip_head(anchor), self.clip_head(positive))
-            out["clip_loss"], out["clip_accuracy"] = clip, accuracy
-            total += clip
+            out["clip_loss"], out["clip_accuracy"] = self._clip_term(anchor, positive, replica)
         if self.frame_loss is not None:
-            frames = self.frame_head(anchor)
-            if self_mode:
-                views = [self.frame_head(v) for v in (shifted, positive) if v is not None]
-                frame = self.frame_loss(frames, extra_views=views)
-            else:
-                frame = self.frame_loss(frames, self.frame_head(shifted))
-            out["frame_loss"] = frame
-            total += config.lambda_frame * frame
+            out["frame_loss"] = self._frame_term(anchor, positive, shifted)
         if self.pitch_loss is not None:
-            pitch = self.pitch_loss(self.pitch_head(anchor), self.pitch_head(shifted), ratio)
-            out["pitch_loss"] = pitch
-            total += config.lambda_pitch * pitch
+            out["pitch_loss"] = self.pitch_loss(
+                self.pitch_head(anchor), self.pitch_head(shifted), views.pitch_ratio)
+
+        # L = L_clip + lambda_frame L_frame + lambda_pitch L_pitch, enabled terms only.
+        total = 0.0
+        if "clip_loss" in out:
+            total += out["clip_loss"]
+        if "frame_loss" in out:
+            total += config.lambda_frame * out["frame_loss"]
+        if "pitch_loss" in out:
+            total += config.lambda_pitch * out["pitch_loss"]
         out["loss"] = total
         return out
 
-    def _cross_replica_clip_loss(self, replica, anchor, positive):
-        """The clip loss of this replica's anchors against the global batch's positives."""
-        import tensorflow as tf
+    def _clip_term(self, anchor, positive, replica):
+        """(L_clip, accuracy) of encoder frames [b, T', C]: over this batch on one device,
+        over the global batch's positives under a multi-replica step."""
+        anchor, positive = self.clip_head(anchor), self.clip_head(positive)  # [b, D]
+        if replica is None:
+            return self.clip_loss(anchor, positive, return_accuracy=True)
+        return cross_replica_clip_loss(self.clip_loss, replica, anchor, positive)
 
-        everyone = replica.all_gather(positive, axis=0)  # [R * b, D], replica order
-        logits = self.clip_loss.logits(anchor, everyone)  # [b, R * b]
-        local = tf.shape(anchor)[0]
-        labels = tf.cast(replica.replica_id_in_sync_group, tf.int32) * local + tf.range(local)
-        loss = tf.reduce_mean(
-            keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-        hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
-                       loss.dtype)
-        return loss, tf.reduce_mean(hits)
+    def _frame_term(self, anchor, positive, shifted):
+        """L_frame of encoder frames [B, T', C]: the anchor's frames against the shifted
+        view's ("pitch_shifted" positives), or each view against itself ("self")."""
+        frames = self.frame_head(anchor)
+        if self.msss_config.frame_positives == "self":
+            views = [self.frame_head(v) for v in (shifted, positive) if v is not None]
+            return self.frame_loss(frames, extra_views=views)
+        return self.frame_loss(frames, self.frame_head(shifted))
 
     def _update_trackers(self, values):
-        replica = _replica_context()  # None off TensorFlow
+        replica = replica_context()  # None off TensorFlow
         if replica is not None:  # every replica reports the global batch's means
             import tensorflow as tf
 
@@ -373,7 +325,7 @@ class MSSSModel(keras.Model):
     def _tensorflow_train_step(self, data):
         import tensorflow as tf
 
-        replica = _replica_context()
+        replica = replica_context()
         with tf.GradientTape() as tape:
             values = self.compute_msss_losses(data, training=True)
             loss = values["loss"]
@@ -478,52 +430,24 @@ class MSSSModel(keras.Model):
         return cls(config=MSSSConfig.from_dict(config.pop("msss_config")), **config)
 
 
-def _waveform(value):
-    """A batch of waveforms as float32: int16 PCM (the NumPy input path's) is scaled by
-    1 / 32768, so the host can send half the bytes."""
-    value = ops.convert_to_tensor(value)
-    if keras.backend.standardize_dtype(value.dtype) == "int16":
-        return ops.cast(value, "float32") * (1.0 / 32768.0)
-    return ops.cast(value, "float32")
-
-
 def _batch_size(tensor):
     size = tensor.shape[0]
     return size if size is not None else ops.shape(tensor)[0]
 
 
-def _shape_of(*dims):
-    """A shape for keras.random: a tuple of ints, or on TensorFlow a dynamic shape tensor."""
-    if all(isinstance(d, int) for d in dims):
-        return tuple(dims)
+def cross_replica_clip_loss(clip_loss, replica, anchor, positive):
+    """(L_clip, accuracy) of this replica's anchors [b, D] against the positives [b, D] of
+    all R replicas (all_gather, replica order): the logits are [b, R * b] and anchor i of
+    replica r has label r * b + i, so the negatives are the whole global batch, as on one
+    device. `clip_loss` is the model's `ClipContrastiveLoss` (its `logits`)."""
     import tensorflow as tf
 
-    return tf.stack(dims)
-
-
-def _replica_context():
-    """The replica context of a multi-replica tf.distribute step, else None (always None
-    off TensorFlow)."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
-        return None
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return None
-    return context
-
-
-def _global_draw(replica, draw, local_batch):
-    """draw(n) for this replica's rows: on one device draw(local_batch); with R replicas,
-    every replica makes the same draw(R * local_batch) (same seed state) and keeps its
-    own slice, so the values are those one device would draw for the global batch."""
-    if replica is None:
-        return draw(local_batch)
-    import tensorflow as tf
-
-    everyone = draw(local_batch * replica.num_replicas_in_sync)
-    start = tf.cast(replica.replica_id_in_sync_group, tf.int32) * local_batch
-    return everyone[start:start + local_batch]
+    everyone = replica.all_gather(positive, axis=0)  # [R * b, D], replica order
+    logits = clip_loss.logits(anchor, everyone)  # [b, R * b]
+    local = tf.shape(anchor)[0]
+    labels = tf.cast(replica.replica_id_in_sync_group, tf.int32) * local + tf.range(local)
+    loss = tf.reduce_mean(
+        keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+    hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels),
+                   loss.dtype)
+    return loss, tf.reduce_mean(hits)

@@ -44,7 +44,8 @@ def test_cross_replica_clip_loss_and_gradients_equal_the_global_batch():
     gradients flow back through the gather. Random draws: global, sliced per replica."""
     result = _run(TWO_CPUS + """
 from msss_tf.config import MSSSConfig
-from msss_tf.model import MSSSModel, _global_draw, _replica_context
+from msss_tf.distribute import global_draw, replica_context
+from msss_tf.model import MSSSModel, cross_replica_clip_loss
 
 config = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25, batch_size=8)
 keras.utils.set_random_seed(0)
@@ -63,13 +64,13 @@ strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 @tf.function
 def replica_step(a, p):
-    ctx = _replica_context()
+    ctx = replica_context()
     with tf.GradientTape() as tape:
         tape.watch([a, p])
-        loss, acc = model._cross_replica_clip_loss(ctx, a, p)
+        loss, acc = cross_replica_clip_loss(model.clip_loss, ctx, a, p)
         scaled = loss / ctx.num_replicas_in_sync
     grads = tape.gradient(scaled, [a, p] + weights)
-    draws = _global_draw(ctx, lambda n: tf.range(n), tf.shape(a)[0])
+    draws = global_draw(ctx, lambda n: tf.range(n), tf.shape(a)[0])
     return ctx.all_reduce("mean", loss), grads, draws
 
 def split(x):
