@@ -49,8 +49,9 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from msss_tf.data.audio import (AudioError, SkipReport, audio_files_or_fail, iter_audio_chunks,
-                                write_json_atomically)
+from msss_tf.data.audio import AudioError, iter_audio_chunks
+from msss_tf.data.files import SkipReport, audio_files_or_fail
+from msss_tf.jsonio import write_json_atomically
 
 __all__ = ["CorpusArrays", "SegmentPairs", "pairs_per_second", "to_int16",
            "write_corpus_arrays"]
