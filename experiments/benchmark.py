@@ -2,7 +2,7 @@
 
 Measures the train step against its three-pass encoder floor, the input pipeline's
 headroom, embedding throughput and peak memory; prints the table and writes --out JSON.
-See msss_tf/bench.py for what each figure means.
+See the msss_tf.bench package docstring for what each figure means.
 """
 
 import sys

@@ -89,7 +89,7 @@ import json, os, shutil, sys, tempfile
 import soundfile as sf
 
 from msss_tf.data.arrays import write_corpus_arrays
-from msss_tf.data.audio import find_audio_files
+from msss_tf.data.files import find_audio_files
 
 source, out_dir, max_minutes, max_clip_seconds = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
 if not os.path.isdir(source):

@@ -50,7 +50,7 @@ import keras
 
 from msss_tf.config import MSSSConfig
 from msss_tf.data import SkipReport, pretrain_dataset
-from msss_tf.data.audio import write_json_atomically
+from msss_tf.jsonio import write_json_atomically
 from msss_tf.distribute import check_global_batch, make_strategy, writable_model_dir
 from msss_tf.model import MSSSModel, build_optimizer
 from msss_tf.reliability import (NONFINITE_POLICIES, TRAIN_LOG, AtomicBackupAndRestore,

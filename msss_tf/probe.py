@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from msss_tf import metrics as metric_lib
-from msss_tf.data.audio import write_json_atomically
+from msss_tf.jsonio import write_json_atomically
 from msss_tf.embedding import Embedder
 from msss_tf.export import ensure_writable_folder, writing_to
 

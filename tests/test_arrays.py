@@ -19,7 +19,8 @@ import soundfile as sf
 
 from msss_tf.data.arrays import (CorpusArrays, SegmentPairs, pairs_per_second, to_int16,
                                  write_corpus_arrays)
-from msss_tf.data.audio import SkipReport, load_audio
+from msss_tf.data.audio import load_audio
+from msss_tf.data.files import SkipReport
 
 SR = 16000
 S = 15600  # the pre-training segment: 0.975 s at 16 kHz
@@ -462,7 +463,7 @@ def test_every_name_of_msss_tf_data_still_imports():
         assert getattr(data, name) is not None, name
         assert name in dir(data)
     from msss_tf.data import SkipReport as eager, tasks  # a submodule, found as before
-    from msss_tf.data.audio import SkipReport
+    from msss_tf.data.files import SkipReport
 
     assert eager is SkipReport and hasattr(tasks, "load_task")
     with pytest.raises(ImportError):

@@ -242,7 +242,7 @@ def _check_after_kill(run, point):
 
 
 def _fingerprint(variables):
-    """As train_log.jsonl's (msss_tf.reliability._fingerprint): sum of |values| in float64."""
+    """As train_log.jsonl's (msss_tf.reliability.runlog): sum of |values| in float64."""
     return float(sum(np.abs(np.asarray(v.numpy(), np.float64)).sum() for v in variables))
 
 

@@ -32,7 +32,8 @@ def run_embed(fv, files=()):
     import keras
     import numpy as np
 
-    from msss_tf.data.audio import AudioError, find_audio_files
+    from msss_tf.data.audio import AudioError
+    from msss_tf.data.files import find_audio_files
     from msss_tf.embedding import embed_file, load_embedder, save_npz_streamed
     from msss_tf.export import writing_to
 

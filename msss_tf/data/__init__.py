@@ -1,17 +1,18 @@
 """Audio data for msss-tf: reading and checking files, the synthetic corpus, TFRecord
 preparation, the NumPy corpus arrays and the pre-training input pipelines.
 
-    load_audio / find_audio_files / SkipReport   audio.py      files -> checked waveforms
+    load_audio / read_audio_info / AudioError    audio.py      files -> checked waveforms
+    find_audio_files / SkipReport                files.py      folder -> files; skipped files
     synthetic_corpus / write_corpus_as_wav       synthetic.py  the built-in offline corpus
     prepare_corpus / tfrecord_dataset            tfrecord.py   folder -> TFRecord shards
     pretrain_dataset / sample_segment_pair       pipeline.py   clips -> segment-pair batches
-    write_corpus_arrays / SegmentPairs           arrays.py     folder -> int16 arrays ->
+    write_corpus_arrays / SegmentPairs           arrays/       folder -> int16 arrays ->
                                                                segment-pair batches, no TF
 
-The names below are imported on first use (PEP 562): `import msss_tf.data.audio` or
-`import msss_tf.data.arrays` does not load TensorFlow, which only pipeline.py and
-tfrecord.py need (the arrays path runs where only numpy, scipy, jax and keras are
-installed).
+The names below are imported on first use (PEP 562): `import msss_tf.data.audio`,
+`msss_tf.data.files` or `msss_tf.data.arrays` does not load TensorFlow, which only
+pipeline.py and tfrecord.py need (the arrays path runs where only numpy, scipy, jax and
+keras are installed).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ _PUBLIC = {
     # audio.py
     "AUDIO_EXTENSIONS": "msss_tf.data.audio",
     "AudioError": "msss_tf.data.audio",
-    "SkipReport": "msss_tf.data.audio",
-    "find_audio_files": "msss_tf.data.audio",
     "load_audio": "msss_tf.data.audio",
     "read_audio_info": "msss_tf.data.audio",
+    # files.py
+    "SkipReport": "msss_tf.data.files",
+    "find_audio_files": "msss_tf.data.files",
     # pipeline.py (TensorFlow)
     "check_audio_folder": "msss_tf.data.pipeline",
     "pretrain_dataset": "msss_tf.data.pipeline",
@@ -38,7 +40,7 @@ _PUBLIC = {
     "prepare_corpus": "msss_tf.data.tfrecord",
     "read_manifest": "msss_tf.data.tfrecord",
     "tfrecord_dataset": "msss_tf.data.tfrecord",
-    # arrays.py (numpy; SegmentPairs also keras)
+    # arrays/ (numpy; SegmentPairs also keras)
     "CorpusArrays": "msss_tf.data.arrays",
     "SegmentPairs": "msss_tf.data.arrays",
     "pairs_per_second": "msss_tf.data.arrays",

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from msss_tf.config import MSSSConfig
-from msss_tf.data.audio import (AUDIO_EXTENSIONS, AudioError, SkipReport, audio_files_or_fail,
-                                load_audio_excerpt, read_audio_info)
+from msss_tf.data.audio import AUDIO_EXTENSIONS, AudioError, load_audio_excerpt, read_audio_info
+from msss_tf.data.files import SkipReport, audio_files_or_fail
 from msss_tf.data.synthetic import synthetic_corpus
 from msss_tf.data.tfrecord import is_prepared_dir, tfrecord_dataset
 

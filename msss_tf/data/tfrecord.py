@@ -23,8 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from msss_tf.data.audio import (AudioError, SkipReport, audio_files_or_fail, iter_audio_chunks,
-                                write_json_atomically)
+from msss_tf.data.audio import AudioError, iter_audio_chunks
+from msss_tf.data.files import SkipReport, audio_files_or_fail
+from msss_tf.jsonio import write_json_atomically
 
 MANIFEST_NAME = "manifest.json"
 SKIPPED_NAME = "skipped.json"

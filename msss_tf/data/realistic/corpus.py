@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from msss_tf.data.audio import write_json_atomically
+from msss_tf.jsonio import write_json_atomically
 from msss_tf.data.realistic import music, sounds, speech
 from msss_tf.data.realistic._deps import soundfont_path
 from msss_tf.data.realistic.variation import apply_variation, check_clip, to_pcm16

@@ -20,7 +20,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from msss_tf.data.audio import SkipReport
+from msss_tf.data.files import SkipReport
 
 logger = logging.getLogger("msss_tf.data.tasks")
 

@@ -49,7 +49,6 @@ from msss_tf.data.audio import (
     AudioError,
     load_audio,
     resample,
-    write_json_atomically,
 )
 from msss_tf.data.tasks.base import (
     SPLITS,
@@ -59,6 +58,7 @@ from msss_tf.data.tasks.base import (
     list_some,
 )
 from msss_tf.data.tasks.tfds_tasks import TaskDataNotFoundError
+from msss_tf.jsonio import write_json_atomically
 
 METADATA_FILE = "task_metadata.json"
 VOCABULARY_FILE = "labelvocabulary.csv"

@@ -1,6 +1,6 @@
 """`msss-tf bench` on the JAX backend (`KERAS_BACKEND=jax`): the step and input parts.
 
-The same figures as the TensorFlow benchmark (msss_tf/bench.py), measured on what JAX
+The same figures as the TensorFlow benchmark (msss_tf.bench.tf_step), measured on what JAX
 runs, in one process, each the median over `repeats` rounds of `steps` calls:
 
 * floor: the encoder's three forward+backward passes on log-mel views with a trivial
@@ -30,7 +30,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-TARGETS = {"step_overhead": ("<=", 1.10), "input_headroom": (">=", 3.0)}
+from msss_tf.bench.report import TARGETS, write_results
+from msss_tf.bench.timing import timed_rounds, waveform_batch
 
 
 def _model_step(model, batch):
@@ -114,11 +115,10 @@ def _frontend_views(frontend, batch, config):
 
 
 def bench_step(config, batch_size, steps, repeats, mixed_precision=None, log=print) -> dict:
-    from msss_tf.bench import _timed_rounds, _waveform_batch
     from msss_tf.model import MSSSModel, build_optimizer
 
     config = config.replace(batch_size=batch_size)
-    batch = _waveform_batch(config, batch_size)
+    batch = waveform_batch(config, batch_size)
     fns, warmup = {}, {}
 
     def add(name, fn):
@@ -135,7 +135,7 @@ def bench_step(config, batch_size, steps, repeats, mixed_precision=None, log=pri
     add("full", _model_step(model, batch))
     add("frontend", _frontend_views(model.frontend, batch, config))
     started = time.perf_counter()
-    timed = _timed_rounds(fns, steps, repeats)  # interleaved: noise slows all alike
+    timed = timed_rounds(fns, steps, repeats)  # interleaved rounds
     sec = {name: t["median_s"] for name, t in timed.items()}
     return {
         "batch_size": batch_size, "steps_per_round": steps, "repeats": repeats,
@@ -231,8 +231,6 @@ def run_jax_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
     log("")
     log(format_table(results))
     if out:
-        from msss_tf.bench import write_results
-
         write_results(results, out)
         log(f"\nwrote {out}")
     return results
