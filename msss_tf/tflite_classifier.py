@@ -17,7 +17,6 @@ from typing import Optional
 
 import numpy as np
 
-CLASSIFIER_CONFIG_ENTRY = "msss_config"  # the export's JSON entry; "_labels", "_probe" in it
 
 
 class TFLiteClassifier:
@@ -33,14 +32,14 @@ class TFLiteClassifier:
     def __init__(self, path: str, num_threads: Optional[int] = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        from msss_tf.export import tflite_metadata
+        from msss_tf.tflite_file import TFLITE_CONFIG_METADATA, tflite_metadata
 
         self.path = path
-        stored = tflite_metadata(path).get(CLASSIFIER_CONFIG_ENTRY)
+        stored = tflite_metadata(path).get(TFLITE_CONFIG_METADATA)
         meta = json.loads(stored.decode()) if stored else {}
         if "_labels" not in meta:
             raise ValueError(f"{path}: not an msss-tf classifier (no class names in its "
-                             f"{CLASSIFIER_CONFIG_ENTRY!r} metadata)")
+                             f"{TFLITE_CONFIG_METADATA!r} metadata)")
         self.label_names = list(meta["_labels"])
         self.name = meta.get("_probe", "probe")
         try:

@@ -13,7 +13,7 @@ The metadata is built with the schema's own generated classes (`_tflite_metadata
 TFLite Support's metadata_schema_py_generated.py, vendored: the two libraries that ship
 it, tflite-support and mediapipe 0.10.21, pin protobuf < 5, which TensorFlow 2.21 cannot
 install beside them) and written into the model with the TFLite model schema
-(`msss_tf.export.add_tflite_metadata`), never as hand-assembled bytes. The run's
+(`msss_tf.tflite_file.add_tflite_metadata`), never as hand-assembled bytes. The run's
 MSSSConfig stays in its own entry ("msss_config"). tests/test_mediapipe.py reads the
 files back with MediaPipe's own metadata library and loads them with its AudioEmbedder.
 """
@@ -41,9 +41,9 @@ LABELS_FILENAME = "labels.txt"
 def _signature_tensor_names(content: bytes) -> Dict[str, Dict[int, str]]:
     """{"inputs"/"outputs": {tensor index: signature key}} of the model's first signature
     (the window models have one), so each subgraph tensor is described by its key."""
-    from msss_tf.export import _tflite_schema
+    from msss_tf.tflite_file import tflite_schema
 
-    model = _tflite_schema().Model.GetRootAsModel(content, 0)
+    model = tflite_schema().Model.GetRootAsModel(content, 0)
     names: Dict[str, Dict[int, str]] = {"inputs": {}, "outputs": {}}
     if model.SignatureDefsLength():
         signature = model.SignatureDefs(0)
@@ -129,9 +129,9 @@ def embedder_metadata(content: bytes, config, variant: str = "float32") -> bytes
     tensors = _signature_tensor_names(content)
     if tensors["inputs"] != ["waveform"]:
         raise ValueError(f"not a window model: inputs {tensors['inputs']}")
-    from msss_tf.export import _tflite_schema
+    from msss_tf.tflite_file import tflite_schema
 
-    model = _tflite_schema().Model.GetRootAsModel(content, 0)
+    model = tflite_schema().Model.GetRootAsModel(content, 0)
     subgraph = model.Subgraphs(0)
     outputs = []
     for i, key in enumerate(tensors["outputs"]):
@@ -149,7 +149,7 @@ def embedder_metadata(content: bytes, config, variant: str = "float32") -> bytes
 def add_embedder_metadata(content: bytes, config, variant: str = "float32") -> bytes:
     """`content` (a window .tflite) with its TFLite Model Metadata ("TFLITE_METADATA")
     added or replaced; its other metadata entries ("msss_config") are kept."""
-    from msss_tf.export import add_tflite_metadata
+    from msss_tf.tflite_file import add_tflite_metadata
 
     return add_tflite_metadata(content, METADATA_NAME,
                                embedder_metadata(content, config, variant))
@@ -195,7 +195,7 @@ def pack_associated_files(content: bytes, files: Dict[str, bytes]) -> bytes:
 def add_classifier_metadata(content: bytes, config, labels: Sequence[str], name: str,
                             multilabel: bool = False) -> bytes:
     """`content` with classifier metadata and `labels.txt` packed in."""
-    from msss_tf.export import add_tflite_metadata
+    from msss_tf.tflite_file import add_tflite_metadata
 
     labels = [str(label) for label in labels]
     bad = [label for label in labels if not label.strip() or "\n" in label]
@@ -208,10 +208,10 @@ def add_classifier_metadata(content: bytes, config, labels: Sequence[str], name:
 
 def read_metadata(path_or_content) -> Optional["_md.ModelMetadataT"]:
     """The file's TFLite Model Metadata as the schema's object API (None without any)."""
-    from msss_tf.export import tflite_metadata, _tflite_schema
+    from msss_tf.tflite_file import tflite_metadata, tflite_schema
 
     if isinstance(path_or_content, (bytes, bytearray)):
-        model = _tflite_schema().Model.GetRootAsModel(path_or_content, 0)
+        model = tflite_schema().Model.GetRootAsModel(path_or_content, 0)
         entries = {}
         for i in range(model.MetadataLength()):
             entry = model.Metadata(i)

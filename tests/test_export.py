@@ -27,13 +27,8 @@ from msss_tf import cli, hear
 from msss_tf.config import MSSSConfig
 from msss_tf.data.synthetic import synthetic_corpus
 from msss_tf.embedding import Embedder, TFLiteEmbedder, load_encoder
-from msss_tf.export import (
-    TFLITE_VARIANTS,
-    assert_no_flex,
-    export_encoder,
-    next_version,
-    tflite_op_names,
-)
+from msss_tf.export import TFLITE_VARIANTS, export_encoder, next_version
+from msss_tf.tflite_file import assert_no_flex, tflite_op_names
 from msss_tf.model import MSSSModel
 
 CONFIG = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25)
@@ -490,7 +485,8 @@ def test_dynamic_int8_keeps_a_briefly_trained_encoder(stale_embedder, tmp_path):
     """All conv weights int8 (the conversion before issue 4's fix) loses the embeddings of
     this encoder; its first blocks kept float (all but the top block: what the export picked for it
     with stage-wise selection) keep them, and the largest layers are still int8."""
-    from msss_tf.export import convert_window_tflite, encoder_blocks, tflite_metadata
+    from msss_tf.export import convert_window_tflite, encoder_blocks
+    from msss_tf.tflite_file import tflite_metadata
 
     frames = stale_embedder.window_frames_tf(tf.constant(clips(2.0, n=2)[:, :15600])).numpy()
     assert np.abs(frames).max() > 100  # the regime of a briefly trained encoder

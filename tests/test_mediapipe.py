@@ -28,7 +28,8 @@ from scipy.signal import resample_poly
 
 from msss_tf import tflite_metadata
 from msss_tf.embedding import Embedder, TFLiteEmbedder, load_encoder
-from msss_tf.export import export_encoder, tflite_metadata as entries
+from msss_tf.export import export_encoder
+from msss_tf.tflite_file import tflite_metadata as entries
 from test_export import CONFIG, D, clips, cosine, make_run_dir
 
 # The export fixture alone takes ~45 s: the slow stage (where CI installs MediaPipe).
@@ -218,12 +219,12 @@ def test_export_writes_audio_embedder_metadata(exported):
 
 
 def test_metadata_is_replaced_not_duplicated(exported):
-    from msss_tf.export import _tflite_schema
+    from msss_tf.tflite_file import tflite_schema
 
     with open(exported["tflite"]["float32"], "rb") as f:
         content = f.read()
     again = tflite_metadata.add_embedder_metadata(content, CONFIG, "float32")
-    model = _tflite_schema().Model.GetRootAsModel(again, 0)
+    model = tflite_schema().Model.GetRootAsModel(again, 0)
     names = [model.Metadata(i).Name().decode() for i in range(model.MetadataLength())]
     assert names.count("TFLITE_METADATA") == 1 and names.count("msss_config") == 1
 
@@ -291,7 +292,7 @@ def test_audio_embedder_resamples_other_rates(audio, exported, mediapipe_results
 
 # ------------------------------------------------------------------ AudioClassifier
 def test_classifier_metadata_and_labels(classifier):
-    from msss_tf.export import assert_no_flex
+    from msss_tf.tflite_file import assert_no_flex
 
     assert "SOFTMAX" in assert_no_flex(classifier["path"])  # built-in ops only
     meta = tflite_metadata.read_metadata(classifier["path"])

@@ -15,11 +15,11 @@ from msss_tf.embedding import Embedder, SavedModelEncoder, TFLiteEmbedder, check
 from msss_tf.export import (
     GUARD_SCOPE,
     TFLITE_VARIANTS,
-    assert_no_flex,
     convert_window_tflite,
     encoder_blocks,
     tflite_parity,
 )
+from msss_tf.tflite_file import assert_no_flex
 from test_export import clips, perturbed_model  # tests/ is on sys.path (pytest prepend mode)
 
 # Each TFLite conversion takes 10-25 s on 2 cores (more under load): the slow stage.

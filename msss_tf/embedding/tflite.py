@@ -6,7 +6,7 @@ into the windows the Keras `Embedder` would encode (the same `WindowPlan`), whic
 by one, and their frames are averaged (scene) or arranged (timestamps) as there. NumPy in,
 NumPy out (`AudioEmbedder`); input is checked on the host (`as_audio_batch`,
 `check_window`), since the TFLite graph cannot raise. The file's MSSS config comes from
-its "msss_config" metadata entry (read with `msss_tf.export.tflite_metadata`), else an
+its "msss_config" metadata entry (read with `msss_tf.tflite_file.tflite_metadata`), else an
 msss_config.json beside it.
 """
 
@@ -45,7 +45,7 @@ class TFLiteEmbedder:
                  hop_ms: Optional[float] = None, num_threads: Optional[int] = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        from msss_tf.export import TFLITE_CONFIG_METADATA, tflite_metadata
+        from msss_tf.tflite_file import TFLITE_CONFIG_METADATA, tflite_metadata
 
         self.path = path
         # Missing / truncated / foreign files: a message naming the path.
