@@ -259,13 +259,10 @@ class MSSSConfig:
 
     def save(self, directory: str) -> str:
         """Writes `msss_config.json` into `directory` atomically; returns its path."""
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, CONFIG_FILENAME)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(self.to_json() + "\n")
-        os.replace(tmp, path)
-        return path
+        from msss_tf.atomic import write_text_atomically
+
+        return write_text_atomically(os.path.join(directory, CONFIG_FILENAME),
+                                     self.to_json() + "\n")
 
     @classmethod
     def load(cls, directory_or_file: str) -> "MSSSConfig":

@@ -18,7 +18,7 @@ import os
 from msss_tf.config import MSSSConfig
 from msss_tf.data import pretrain_dataset
 from msss_tf.data.pipeline import sample_segments
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import write_json_atomically
 from msss_tf.model import MSSSModel, build_optimizer
 from msss_tf.pretrain import pretrain
 from msss_tf.probe import format_table

@@ -44,6 +44,7 @@ from typing import Dict, Iterable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from msss_tf.atomic import write_bytes_atomically
 from msss_tf.config import CONFIG_FILENAME, MSSSConfig
 from msss_tf.embedding.keras_embedder import Embedder
 from msss_tf.embedding.tflite import TFLiteEmbedder
@@ -206,10 +207,7 @@ def export_probe_classifier(embedder: Embedder, probe, label_names, name: str,
     folder = os.path.join(export_dir, TFLITE_DIR)
     path = os.path.join(folder, CLASSIFIER_TFLITE)
     with writing_to(folder, "the probe's classifier .tflite (--export_dir)"):
-        os.makedirs(folder, exist_ok=True)
-        with open(path + ".tmp", "wb") as f:
-            f.write(content)
-        os.replace(path + ".tmp", path)
+        write_bytes_atomically(path, content)
     return path
 
 

@@ -50,7 +50,7 @@ import keras
 
 from msss_tf.config import MSSSConfig
 from msss_tf.data import SkipReport, pretrain_dataset
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import write_json_atomically
 from msss_tf.distribute import check_global_batch, make_strategy, writable_model_dir
 from msss_tf.model import MSSSModel, build_optimizer
 from msss_tf.reliability import (NONFINITE_POLICIES, TRAIN_LOG, AtomicBackupAndRestore,
@@ -71,8 +71,9 @@ DEFAULT_STEPS_PER_EPOCH = 100
 # What a write killed before its rename leaves, per folder of a run ("" is `model_dir`):
 # the temporary names of the atomic writes above (PID: the writer's process id).
 _LEFTOVERS = {
+    # (msss_config.json.tmp without a PID: what versions before msss_tf.atomic left)
     "": re.compile(r"(model\.tmp\.keras|msss_config\.json\.tmp"
-                   r"|(summary|pretrain_run|skipped)\.json\.tmp-\d+)"),
+                   r"|(msss_config|summary|pretrain_run|skipped)\.json\.tmp-\d+)"),
     BACKUP_DIR: re.compile(r"(\.tmp-epoch-\d+\.weights\.h5|training_metadata\.json\.tmp-\d+)"),
     CHECKPOINT_DIR: re.compile(r"epoch-\d+\.tmp\.keras"),
 }

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from msss_tf import metrics as metric_lib
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import atomic_path, write_json_atomically
 from msss_tf.embedding import Embedder
 from msss_tf.export import ensure_writable_folder, writing_to
 
@@ -202,15 +202,14 @@ def write_embedding_cache(npz_path: str, json_path: str, meta: dict, arrays: dic
     folder = os.path.dirname(npz_path)
     with writing_to(folder, "the embedding cache (under --out_dir)"):
         os.makedirs(folder, exist_ok=True)
-        tmp = f"{npz_path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        meta = dict(meta, arrays={name: {"shape": list(a.shape), "dtype": a.dtype.name}
-                                  for name, a in arrays.items()},
-                    npz_sha256=_file_sha256(tmp),
-                    content_sha256=_content_sha256(meta["ids"], meta["labels"]),
-                    written=time.strftime("%Y-%m-%d %H:%M:%S"))
-        os.replace(tmp, npz_path)
+        with atomic_path(npz_path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            meta = dict(meta, arrays={name: {"shape": list(a.shape), "dtype": a.dtype.name}
+                                      for name, a in arrays.items()},
+                        npz_sha256=_file_sha256(tmp),
+                        content_sha256=_content_sha256(meta["ids"], meta["labels"]),
+                        written=time.strftime("%Y-%m-%d %H:%M:%S"))
         write_json_atomically(json_path, meta)
 
 
@@ -492,12 +491,10 @@ def write_results(rows: List[dict], out_dir: str) -> Dict[str, str]:
         os.makedirs(out_dir, exist_ok=True)
         write_json_atomically(json_path, {"results": rows,
                                           "written": time.strftime("%Y-%m-%d %H:%M:%S")})
-        tmp = csv_path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, csv_path)
     return {"json": json_path, "csv": csv_path}
 
 

@@ -19,7 +19,7 @@ from experiments.study.budgets import (BUILTIN_TASKS, CONFIG_BY_KEY, CONFIGURATI
                                        Configuration, read_run_result, run_dir,
                                        select_configurations)
 from experiments.study.report import clock, write_report
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import write_json_atomically
 from msss_tf.runs import portable_command
 
 

@@ -3,23 +3,18 @@ file, and the check that every figure is positive and finite."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import numpy as np
+
+from msss_tf.atomic import write_json_atomically
 
 TARGETS = {"step_overhead": ("<=", 1.10), "input_headroom": (">=", 3.0)}
 
 
 def write_results(results: dict, out: str) -> None:
     """The benchmark's JSON, written to a temporary name and renamed into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, out)
+    write_json_atomically(out, results, default=_json_default)
 
 
 def _json_default(value):

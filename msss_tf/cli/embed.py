@@ -6,6 +6,7 @@ import os
 
 from absl import flags
 
+from msss_tf.atomic import atomic_path
 from msss_tf.cli.common import UsageError, require
 
 # The flags defined here belong to the caller, msss_tf.cli (one group in --help).
@@ -91,14 +92,13 @@ def run_embed(fv, files=()):
             stamps = np.full((len(ids), longest), -1.0, np.float32)
             for i, count in enumerate(lengths):
                 stamps[i, :count] = np.arange(count, dtype=np.float32) * np.float32(hop_ms)
-            tmp = out + ".tmp"
-            save_npz_streamed(
-                tmp,
-                dict(ids=np.array(ids), scene_embeddings=np.stack(scenes),
-                     timestamps_ms=stamps, num_timestamps=np.array(lengths, np.int64),
-                     skipped=np.array(skipped, dtype=str), model=np.array(fv.model)),
-                dict(timestamp_embeddings=((len(ids), longest, size), np.float32,
-                                           padded_rows())))
-            os.replace(tmp, out)
+            with atomic_path(out) as tmp:
+                save_npz_streamed(
+                    tmp,
+                    dict(ids=np.array(ids), scene_embeddings=np.stack(scenes),
+                         timestamps_ms=stamps, num_timestamps=np.array(lengths, np.int64),
+                         skipped=np.array(skipped, dtype=str), model=np.array(fv.model)),
+                    dict(timestamp_embeddings=((len(ids), longest, size), np.float32,
+                                               padded_rows())))
     print(f"embedded {len(ids)} file(s), skipped {len(skipped)}: {out}")
     return 0

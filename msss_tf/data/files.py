@@ -16,7 +16,7 @@ from typing import Dict, List, Tuple
 import soundfile as sf
 
 from msss_tf.data.audio import AUDIO_EXTENSIONS, UNSUPPORTED_AUDIO_EXTENSIONS, AudioError
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import write_json_atomically
 
 
 def find_audio_files(root: str, unsupported: List[str] = None) -> List[str]:

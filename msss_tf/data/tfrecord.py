@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from msss_tf.data.audio import AudioError, iter_audio_chunks
 from msss_tf.data.files import SkipReport, audio_files_or_fail
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import write_json_atomically
 
 MANIFEST_NAME = "manifest.json"
 SKIPPED_NAME = "skipped.json"

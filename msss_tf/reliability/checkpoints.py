@@ -16,7 +16,7 @@ from typing import Optional
 
 import keras
 
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import write_json_atomically
 from msss_tf.reliability.hooks import test_pause
 
 METADATA = "training_metadata.json"

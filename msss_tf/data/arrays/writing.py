@@ -14,7 +14,7 @@ from msss_tf.data.arrays.layout import (AUDIO_NAME, FORMAT_NAME, FORMAT_VERSION,
                                         INT16, OFFSETS_NAME, to_int16)
 from msss_tf.data.audio import AudioError, iter_audio_chunks
 from msss_tf.data.files import SkipReport, audio_files_or_fail
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import write_json_atomically
 
 # The manifest `msss-tf corpus` writes beside its audio/ folder.
 _CORPUS_MANIFEST = "manifest.json"

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import atomic_path, write_json_atomically
 from msss_tf.data.realistic import music, sounds, speech
 from msss_tf.data.realistic._deps import soundfont_path
 from msss_tf.data.realistic.variation import apply_variation, check_clip, to_pcm16
@@ -115,9 +115,8 @@ def plan_corpus(minutes: float, seed: int, mix: Sequence[float],
 
 
 def _write_clip(path: str, pcm: np.ndarray, sample_rate: int) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.wav"
-    sf.write(tmp, pcm, sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_path(path, ".wav") as tmp:
+        sf.write(tmp, pcm, sample_rate, subtype="PCM_16", format="WAV")
 
 
 def _render_and_write(job) -> Dict:

@@ -58,7 +58,7 @@ from msss_tf.data.tasks.base import (
     list_some,
 )
 from msss_tf.data.tasks.tfds_tasks import TaskDataNotFoundError
-from msss_tf.jsonio import write_json_atomically
+from msss_tf.atomic import write_json_atomically
 
 METADATA_FILE = "task_metadata.json"
 VOCABULARY_FILE = "labelvocabulary.csv"
