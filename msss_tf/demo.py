@@ -102,12 +102,16 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
     table = [(task, metric, *(c[(task, metric)] for c in columns), value)
              for (task, metric), value in trained.items()]
     print("\nResults: linear probes on frozen embeddings, test split (higher is better)")
-    print(format_table(table, ("task", "metric", "random init", "random init (BN at init)",
-                               "MSSS pre-trained")))
-    wins = sorted({task for task, metric, reference, _, value in table if value > reference})
-    print(f"MSSS pre-trained beats the random-init encoder on {len(wins)} of "
-          f"{len(DEMO_TASKS)} tasks{': ' + ', '.join(wins) if wins else ''} "
-          "(a task counts when any of its metrics is higher)")
+    print(format_table(table, ("task", "metric", "random init (BN calibrated)",
+                               "random init (BN at init)", "MSSS pre-trained")))
+    # Against each reference: the like-for-like one (BN calibrated) and the stronger one
+    # on these tasks (BN at init, in effect a random linear map of the log-mel patch).
+    for i, label in enumerate(("random init (BN calibrated)", "random init (BN at init)")):
+        wins = sorted({row[0] for row in table if row[-1] > row[2 + i]})
+        print(f"MSSS pre-trained beats {label} on {len(wins)} of {len(DEMO_TASKS)} tasks"
+              f"{': ' + ', '.join(wins) if wins else ''}")
+    print("(a task counts when any of its metrics is higher; at the demo's few hundred "
+          "steps on synthetic tones pre-training is not expected to lead: docs/results.md)")
     encoder_export = None
     if export_dir:
         from msss_tf.export import CLASSIFIER_TFLITE, TFLITE_DIR, export_encoder
