@@ -377,7 +377,7 @@ class MSSSModel(keras.Model):
         return logs, new_metrics
 
     def _jax_train_step(self, state, data):
-        import jax
+        import jax  # only reached on the JAX backend, which Keras cannot load without jax
 
         trainable, non_trainable, optimizer_values, metrics_values = state
         gradient_fn = jax.value_and_grad(self.stateless_msss_losses, has_aux=True)

@@ -76,11 +76,16 @@ class TFLiteClassifier:
                           num_samples - self.window_samples * np.arange(n))
         return np.maximum(real, 1).astype(np.float32) / self.window_samples
 
+    def average_windows(self, scores, num_samples: int) -> np.ndarray:
+        """float32 [C]: windows' scores [windows, C] of a clip of `num_samples` samples,
+        averaged with `window_weights` (what an app does with MediaPipe's results)."""
+        return np.average(scores, axis=0,
+                          weights=self.window_weights(num_samples)).astype(np.float32)
+
     def clip_scores(self, audio) -> np.ndarray:
-        """float32 [C]: the windows' scores averaged, weighted by `window_weights`."""
+        """float32 [C]: the clip's answer, `average_windows` of its `window_scores`."""
         audio = np.asarray(audio, np.float32).reshape(-1)
-        return np.average(self.window_scores(audio), axis=0,
-                          weights=self.window_weights(len(audio))).astype(np.float32)
+        return self.average_windows(self.window_scores(audio), len(audio))
 
 
 def classifier_agreement(tflite_path: str, saved_model_path: str, task,
@@ -118,8 +123,7 @@ def classifier_agreement(tflite_path: str, saved_model_path: str, task,
         window_tops = np.argmax(saved_model_scores(classifier.windows(waveform)), axis=-1)
         windows += len(scores)
         windows_agree += int(np.sum(window_tops == np.argmax(scores, axis=-1)))
-        tflite_top = int(np.argmax(np.average(
-            scores, axis=0, weights=classifier.window_weights(len(waveform)))))
+        tflite_top = int(np.argmax(classifier.average_windows(scores, len(waveform))))
         saved_top = int(np.argmax(saved_model_scores(waveform[None])[0]))
         clips += 1
         agree += saved_top == tflite_top

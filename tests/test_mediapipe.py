@@ -368,7 +368,7 @@ def test_audio_classifier_on_a_probed_tasks_test_split(probed, mediapipe_results
         windows += len(got)
         windows_agree += int(np.sum(np.argmax(got, -1) ==
                                     np.argmax(saved["probabilities"].numpy(), -1)))
-        clip = np.average(got, axis=0, weights=litert.window_weights(len(example.waveform)))
+        clip = litert.average_windows(got, len(example.waveform))
         whole = serving(waveform=tf.constant(np.asarray(example.waveform, np.float32)[None]))
         clips_agree += int(np.argmax(clip) == np.argmax(whole["probabilities"].numpy()[0]))
     reported = probed["summary"]["test_agreement"]
