@@ -1,113 +1,46 @@
-"""Exports: probes (and, later, the encoder) as SavedModels that take raw waveforms.
+"""SavedModel exports that take raw waveforms: the encoder (for TF Serving, with its TFLite
+files) and the probes.
 
-Following YAMNet's export: the Keras pieces are wrapped in a `tf.Module` whose
-`tf.function`s have explicit input signatures and return dicts of named outputs, saved
-with `tf.saved_model.save` under a `serving_default` signature. The front end is inside
-the graph, so a client sends float32 waveforms at 16 kHz and nothing else.
+Following YAMNet's export: the Keras pieces are wrapped in a `tf.Module`
+(`EncoderServingModule`, `ProbeServingModule`) whose `tf.function`s have explicit input
+signatures and return dicts of named outputs, saved with `tf.saved_model.save` under a
+`serving_default` signature. The front end is inside the graph, so a client sends float32
+waveforms at 16 kHz and nothing else; NaN/Inf samples, an empty batch or zero-length clips
+fail in the graph with an error that says so.
 
-TFLite (one 0.96 s window, float32 waveform in, built-in ops only, no Flex), three
-variants; the log-mel front end and a non-finite guard (NaN outputs for NaN/Inf input:
-`window_tflite_function`) are float32 in all of them:
-
-* ``float32``: nothing quantised.
-* ``dynamic_int8``: dynamic-range quantisation: int8 per-channel conv weights (those of
-  >= 1024 elements), activations float (the hybrid kernels quantise each input on the
-  fly), except the first encoder blocks, kept float.
-* ``int8``: full integer: int8 weights and activations, static ranges calibrated on
-  real audio windows, except the first encoder blocks, deny-listed (kept float).
-
-How many leading blocks (stem, each MBConv block, top) stay float is chosen per export
-(`convert_window_tflite_info`): the fewest for which the frames keep a min cosine
->= 0.995 to float on held-out windows (a bisection: up to ~log2(blocks) + 2 conversions).
-Why: a trained encoder amplifies small rounding errors block by block, so keeping its
-first blocks float recovers dynamic_int8. Static int8 also needs one range per tensor to
-hold every window, padded and silent ones included; on trained encoders it falls short
-of the target, and the export then keeps the all-int8 file, warns and records
-``meets_target: false`` in export_summary.json (ship dynamic_int8).
-Measurements: docs/deployment.md and docs/findings.md.
+Writes are all-or-nothing: `save_module` and `export_encoder` write into a staging
+folder and rename it into place, so TF Serving (which watches the base folder's integer
+versions, `next_version`) never sees a half-written model; a folder that cannot be
+written raises `msss_tf.outputs.OutputFolderError`. The TFLite files inside an encoder
+export come from `msss_tf.export.tflite`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import errno
 import json
 import os
-import re
 import shutil
 import time
 import types
-import warnings
 from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from msss_tf.atomic import write_bytes_atomically
-from msss_tf.config import CONFIG_FILENAME, MSSSConfig
+from msss_tf.config import CONFIG_FILENAME
 from msss_tf.embedding.keras_embedder import Embedder
-from msss_tf.embedding.tflite import TFLiteEmbedder
-from msss_tf.embedding.windows import WindowPlan
-from msss_tf.tflite_file import (TFLITE_CONFIG_METADATA, add_tflite_metadata, assert_no_flex,
-                                  graph_output_names, op_output_names)
-from msss_tf.tflite_metadata import add_embedder_metadata
+from msss_tf.export.tflite import (TFLITE_VARIANTS, VARIANT_NOTES, convert_probe_tflite,
+                                   convert_window_tflite_info, encoder_tf_variables,
+                                   representative_windows, tflite_parity)
+from msss_tf.outputs import writing_to
+from msss_tf.tflite_file import assert_no_flex
 
 WAVEFORM_SPEC = tf.TensorSpec([None, None], tf.float32, name="waveform")
-
-
-class OutputFolderError(OSError, ValueError):
-    """An output folder (export, probe results, embedding cache) cannot be written:
-    read-only, permission denied, read-only file system, disk full. The message names the
-    folder and the flag. Both an OSError and a ValueError: the CLI reports ValueErrors as
-    `msss-tf CMD: error: ...` (exit 2) instead of a traceback."""
-
-
-# Errors of writing that the user fixes by choosing or repairing the folder.
-_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                 getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-@contextlib.contextmanager
-def writing_to(folder: str, what: str):
-    """Turns a PermissionError (or a read-only file system, a full disk; or TensorFlow's
-    PermissionDeniedError) raised inside the block into an `OutputFolderError` that names
-    `folder` and says what was being written (`what`, e.g. "the encoder export
-    (--export_dir)")."""
-    try:
-        yield
-    except OutputFolderError:
-        raise
-    except OSError as e:
-        if not (isinstance(e, PermissionError) or e.errno in _WRITE_ERRNOS):
-            raise
-        why = e.strerror or str(e) or type(e).__name__
-        if e.filename and os.path.abspath(os.fspath(e.filename)) != os.path.abspath(folder):
-            why += f": {e.filename}"
-        raise _folder_error(folder, what, why, e.errno) from e
-    except tf.errors.PermissionDeniedError as e:
-        raise _folder_error(folder, what, e.message, errno.EACCES) from e
-
-
-def _folder_error(folder, what, why, code) -> OutputFolderError:
-    error = OutputFolderError(
-        f"cannot write {what} to the folder {folder} ({why}): make it writable, free some "
-        f"space, or choose another folder")
-    error.errno = code
-    return error
-
-
-def ensure_writable_folder(folder: str, what: str) -> str:
-    """Creates `folder` if needed and checks that a file can be written in it, before
-    any long work; `OutputFolderError` (naming it) otherwise. Returns `folder`."""
-    import tempfile
-
-    with writing_to(folder, what):
-        os.makedirs(folder, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
-        os.close(handle)
-        os.remove(probe)
-    return folder
+TFLITE_DIR = "tflite"  # inside the version folder: <base>/<version>/tflite/encoder_<v>.tflite
+CLASSIFIER_TFLITE = "classifier_float32.tflite"  # in <probe version>/tflite/
+SUMMARY_FILENAME = "export_summary.json"
 
 
 def _check_waveform(waveform, nonempty: bool = False):
@@ -195,9 +128,6 @@ def export_probe(embedder: Embedder, probe, label_names, kind: str, export_dir: 
     return export_dir
 
 
-CLASSIFIER_TFLITE = "classifier_float32.tflite"  # in <probe version>/tflite/
-
-
 def export_probe_classifier(embedder: Embedder, probe, label_names, name: str,
                             export_dir: str) -> str:
     """Writes the probe's classifier for MediaPipe's AudioClassifier
@@ -211,28 +141,8 @@ def export_probe_classifier(embedder: Embedder, probe, label_names, name: str,
     return path
 
 
-# =============================================================================== encoder
-# The encoder itself as a SavedModel for TF Serving, and as TFLite for one window.
-
-TFLITE_VARIANTS = ("float32", "dynamic_int8", "int8")
-TFLITE_DIR = "tflite"  # inside the version folder: <base>/<version>/tflite/encoder_<v>.tflite
-SUMMARY_FILENAME = "export_summary.json"
-
-
-def _raw_variables(embedder: Embedder) -> list:
-    """The encoder's tf.Variables (Keras 3 wraps each in a `keras.Variable`)."""
-    return [getattr(v, "value", v) for v in embedder.encoder.variables]
-
-
-class _VariableHolder(tf.Module):
-    """Tracks the raw tf.Variables: with only the Keras wrappers tracked, the TFLite
-    converter keeps them as VAR_HANDLE/READ_VARIABLE ops (uninitialised on device)
-    instead of freezing them into constants."""
-
-    def __init__(self, embedder: Embedder):
-        super().__init__(name="msss_variables")
-        self.embedder = embedder
-        self.encoder_variables = _raw_variables(embedder)
+# ============================================================================ encoder
+# The encoder itself as a SavedModel for TF Serving (and its TFLite files for one window).
 
 
 def _check_nonempty(waveform):
@@ -277,9 +187,9 @@ class EncoderServingModule(tf.Module):
         super().__init__(name="msss_encoder")
         # The Keras objects stay untracked (a plain holder) and their raw tf.Variables are
         # tracked instead: each weight is saved once, and a TFLite converter reading this
-        # SavedModel freezes them (see _VariableHolder).
+        # SavedModel freezes them (see `msss_tf.export.tflite.VariableHolder`).
         self._keras = types.SimpleNamespace(embedder=embedder)
-        self.encoder_variables = _raw_variables(embedder)
+        self.encoder_variables = encoder_tf_variables(embedder)
         config = embedder.config
         samples = config.segment_samples
         self.sample_rate = tf.Variable(config.sample_rate, trainable=False, name="sample_rate")
@@ -484,7 +394,7 @@ def export_encoder(model_or_path, export_base: str, version: Optional[int] = Non
                     variant: {"file": os.path.join(TFLITE_DIR, f"encoder_{variant}.tflite"),
                               "input": f"waveform float32 [1, {embedder.config.segment_samples}]",
                               "outputs": ["embedding [1, D]", "frames [1, 3, D]"],
-                              "quantization": _VARIANT_NOTES[variant],
+                              "quantization": VARIANT_NOTES[variant],
                               **({"kept_float": quantisation[variant]} if quantisation[variant]
                                  else {}),
                               "parity_vs_keras": parity[variant],
@@ -522,421 +432,3 @@ def export_encoder(model_or_path, export_base: str, version: Optional[int] = Non
         "sizes": dict(sorted(sizes.items())),
         "summary": os.path.join(export_dir, SUMMARY_FILENAME),
     }
-
-
-# ========================================================================= TFLite
-_VARIANT_NOTES = {
-    "float32": "none: float32 weights and activations",
-    "dynamic_int8": "dynamic range: int8 weights, float activations (no calibration data), "
-                    "except the encoder blocks in kept_float.float_blocks",
-    "int8": "full integer: int8 weights and activations of the encoder, calibrated on real "
-            "audio windows, except the encoder blocks in kept_float.float_blocks; the "
-            "STFT/mel/log front end and the input/output stay float32",
-}
-
-
-def representative_windows(config: MSSSConfig, audio=None, max_windows: int = 128,
-                           seed: int = 0, hop_ms: float = 40.0) -> np.ndarray:
-    """Calibration windows float32 [n, segment_samples] for int8 quantisation.
-
-    The windows the embedders really encode (`WindowPlan`): each clip's scene windows
-    and its timestamp windows, which include the zero-padded ones at the clip's edges
-    (their log-mel holds log(log_offset) regions, the extreme values the encoder sees),
-    sampled down to `max_windows`. `audio`: clips at 16 kHz, [n, samples] or a list of
-    1-D arrays; default: 24 clips of 2 s of the built-in synthetic corpus.
-    """
-    plan = WindowPlan(config, hop_ms)
-    hop, window = config.stft_hop, plan.window_samples
-    if audio is None:
-        from msss_tf.data.synthetic import synthetic_corpus
-
-        audio = synthetic_corpus(num_clips=24, clip_seconds=2.0,
-                                 sample_rate=config.sample_rate, seed=1234)
-    if isinstance(audio, np.ndarray) and audio.ndim == 1:
-        audio = [audio]
-    out = []
-    for clip in audio:
-        clip = np.asarray(clip, np.float32).reshape(-1)
-        if len(clip) == 0:
-            continue
-        padded = np.pad(clip, (0, int(plan.scene_pad(len(clip)))))
-        for start in plan.scene_starts(plan.num_frames(len(padded))).numpy():
-            out.append(padded[start * hop:start * hop + window])
-        starts, _, _, end_pad = plan.timestamp_plan(len(clip))
-        padded = np.pad(clip, (plan.start_pad, int(end_pad)))
-        for start in starts.numpy():
-            out.append(padded[start * hop:start * hop + window])
-    if not out:
-        raise ValueError("representative_audio holds no audio")
-    out = np.stack(out)
-    if not np.all(np.isfinite(out)):
-        raise ValueError("representative_audio holds NaN or Inf samples")
-    if len(out) > max_windows:
-        out = out[np.sort(np.random.default_rng(seed).choice(len(out), max_windows,
-                                                             replace=False))]
-    return out
-
-
-FRONTEND_SCOPE = "msss_frontend"  # name scope of the front end in the quantised graphs
-
-
-def _log_mel_kept_float(frontend, waveform):
-    """`frontend(waveform)`, written so that no quantiser touches it.
-
-    Quantising anything between the waveform and the log destroys the log-mel: int8
-    magnitudes (per tensor or, in the hybrid kernels of dynamic-range quantisation, per
-    row) round quiet bins to 0, whose log is log(log_offset) = -13.8 instead of ~ -3.
-    Dynamic-range quantisation has no deny-list and quantises every matmul with a
-    constant weight of >= 1024 elements; the mel matrix (257 x 64) is one. Multiplying it
-    by a data-dependent exact 1.0, min(1, 1 + |x0|), makes it a non-constant operand the
-    quantiser leaves alone (and costs 16 k multiplications per window). The full-int8
-    variant deny-lists every op under `FRONTEND_SCOPE` instead.
-    """
-    spectrum = frontend.spectrogram(waveform)
-    one = tf.minimum(1.0, 1.0 + tf.abs(waveform[0, 0]))
-    mel = tf.tensordot(spectrum, tf.constant(frontend.mel_matrix) * one, axes=1)
-    if frontend.log_compress:
-        mel = tf.math.log(mel + frontend.log_offset)
-    return mel
-
-
-# --------------------------------------------------------- selective quantisation
-# Why the first encoder blocks may stay float, and the measurements: the module
-# docstring. The early blocks amplify whatever error they get, and hold few weights.
-
-_BLOCK_PATTERN = re.compile(r"(?:^|/)(stem|top|block\d+[a-z])_")
-
-
-def _block_of(name: str) -> Optional[str]:
-    """The encoder block of a layer or graph-node name: "stem", "block1a", ..., "top",
-    or None (front end, pooling, reshapes)."""
-    match = _BLOCK_PATTERN.search(name)
-    return match.group(1) if match else None
-
-
-def _block_key(block: str):
-    return (0, "") if block == "stem" else (10 ** 6, "") if block == "top" else (
-        int(block[5:-1]), block[-1])
-
-
-def encoder_blocks(encoder) -> list:
-    """The encoder's blocks in order: ["stem", "block1a", "block2a", ..., "top"]."""
-    blocks = {_block_of(layer.name) for layer in encoder._flatten_layers()}
-    return sorted((b for b in blocks if b), key=_block_key)
-
-
-class _KernelsKeptFloat:
-    """While tracing: the convolution kernels of `blocks` are multiplied by a
-    data-dependent exact 1.0 (see `_log_mel_kept_float`), so dynamic-range quantisation,
-    which has no deny-list and only quantises constant weights, leaves them float. (Batch
-    norm is then not folded into those kernels: one extra MUL and ADD per layer.)"""
-
-    def __init__(self, encoder, blocks: Sequence[str], one):
-        self.layers = [layer for layer in encoder._flatten_layers()
-                       if isinstance(layer, _keras_conv_types()) and _block_of(layer.name) in
-                       set(blocks)]
-        self.one = one
-
-    def __enter__(self):
-        self.saved = []
-        for layer in self.layers:
-            attr = "_kernel" if "_kernel" in vars(layer) else "kernel"
-            self.saved.append((layer, attr, vars(layer)[attr]))
-            object.__setattr__(layer, attr, vars(layer)[attr] * self.one)
-        return self
-
-    def __exit__(self, *exc):
-        for layer, attr, value in self.saved:
-            object.__setattr__(layer, attr, value)
-        return False
-
-
-def _keras_conv_types():
-    import keras
-
-    return (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-
-
-GUARD_SCOPE = "msss_nonfinite_guard"  # name scope of the NaN/Inf guard (kept float)
-
-
-def _nonfinite_guard(waveform):
-    """A scalar: 0.0 when every sample of `waveform` is finite, NaN when any is NaN or
-    +-Inf: the sum over the window of x - x (each term 0 or NaN, so no finite input can
-    overflow it). Built-in ops only (SUB, SUM): TFLite has no Assert or CheckNumerics."""
-    return tf.reduce_sum(waveform - waveform)
-
-
-def window_tflite_function(embedder: Embedder, quantized: bool = False,
-                           float_kernels: Sequence[str] = ()):
-    """The tf.function converted to TFLite: `waveform` float32 [1, segment_samples] ->
-    {"embedding": [1, D], "frames": [1, 3, D]}.
-
-    Non-finite input gives NaN outputs: `_nonfinite_guard(waveform)` (0.0 or NaN) is
-    added to both float outputs, after the encoder (and after the dequantisation of the
-    quantised variants, which would turn NaN into finite numbers); finite input is
-    unchanged (x + 0.0 = x). Its ops are under `GUARD_SCOPE`, which full-int8
-    quantisation deny-lists. `quantized`: the front end written to stay float
-    (`_log_mel_kept_float`); `float_kernels`: encoder blocks whose convolution kernels
-    dynamic-range quantisation must leave float (`_KernelsKeptFloat`)."""
-    samples = embedder.config.segment_samples
-
-    @tf.function(input_signature=[tf.TensorSpec([1, samples], tf.float32, name="waveform")])
-    def window(waveform):
-        if quantized:
-            with tf.name_scope(FRONTEND_SCOPE):
-                log_mel = _log_mel_kept_float(embedder.frontend, waveform)
-                one = tf.minimum(1.0, 1.0 + tf.abs(waveform[0, 0]))
-            with _KernelsKeptFloat(embedder.encoder, float_kernels, one):
-                frames = embedder.encoder(log_mel, training=False)
-        else:
-            frames = embedder.window_frames_tf(waveform)
-        embedding = tf.reduce_mean(frames, axis=1)
-        with tf.name_scope(GUARD_SCOPE):
-            guard = _nonfinite_guard(waveform)
-            return {"embedding": embedding + guard, "frames": frames + guard}
-
-    return window
-
-
-MIN_COSINE = 0.995  # selection target on held-out windows (the tests ask >= 0.99)
-
-
-def convert_window_tflite(embedder: Embedder, variant: str = "float32",
-                          representative_audio=None, float_blocks="auto",
-                          min_cosine: float = MIN_COSINE) -> bytes:
-    """The fixed-window encoder as a TFLite flatbuffer with built-in ops only (never
-    SELECT_TF_OPS): input `waveform` float32 [1, segment_samples] -> `embedding` [1, D]
-    and `frames` [1, 3, D]. See `convert_window_tflite_info` (this returns its bytes)."""
-    return convert_window_tflite_info(embedder, variant, representative_audio,
-                                      float_blocks, min_cosine)[0]
-
-
-def convert_window_tflite_info(embedder: Embedder, variant: str = "float32",
-                               representative_audio=None, float_blocks="auto",
-                               min_cosine: float = MIN_COSINE):
-    """The window TFLite flatbuffer and how it was quantised: (bytes, info).
-
-    Variants:
-      "float32": no quantisation.
-      "dynamic_int8": Optimize.DEFAULT without calibration data: the encoder's conv
-        weights (those of >= 1024 elements) are int8 per channel and the hybrid kernels
-        quantise their float input activations on the fly; except in the blocks kept
-        float (below).
-      "int8": full integer quantisation of the encoder's weights and activations,
-        calibrated on `representative_windows` (real audio), ops
-        [TFLITE_BUILTINS_INT8, TFLITE_BUILTINS]; except the blocks kept float, which are
-        deny-listed (what `tf.lite.experimental.QuantizationDebugger`'s selective
-        quantisation does). Input and output are float32.
-    In both, the front end (framing, Hann window, RFFT, |.|, mel, log) stays float32:
-    RFFT/abs/log have no int8 kernels, and int8 audio or spectra would wreck the log-mel.
-
-    Stages kept float (`float_blocks`): a list of `encoder_blocks` names that must be the
-    first k of them, or "auto": the fewest first blocks for which the variant's frames
-    keep a min cosine >= `min_cosine` to the Keras encoder on held-out windows of the
-    representative audio (all quantised first; then a bisection over k, since the error
-    shrinks as more leading blocks stay float). An encoder that quantises well gets [].
-
-    info: {"float_blocks": [...], "quantised_blocks": [...], "selection": [{"float_blocks":
-    k, "min_cosine": c}, ...], "min_cosine": the chosen one's} (empty for float32).
-    The MSSSConfig JSON goes into the file's metadata ("msss_config"), and the TFLite
-    Model Metadata that MediaPipe's AudioEmbedder reads into "TFLITE_METADATA".
-    """
-    if variant not in TFLITE_VARIANTS:
-        raise ValueError(f"unknown TFLite variant {variant!r}; choose from {TFLITE_VARIANTS}")
-    blocks = encoder_blocks(embedder.encoder)
-    info = {}
-    if variant == "float32":
-        content = _window_converter(embedder, False).convert()
-    else:
-        if variant == "int8":
-            build = _int8_builder(embedder, representative_windows(embedder.config,
-                                                                   representative_audio))
-        else:
-            def build(k):
-                converter = _window_converter(embedder, True, float_kernels=blocks[:k])
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-                return converter.convert()
-        if float_blocks == "auto":
-            windows = representative_windows(embedder.config, representative_audio,
-                                              max_windows=16, seed=2)
-            reference = embedder.window_frames_tf(tf.constant(windows)).numpy()
-            content, k, selection = _select_float_blocks(
-                build, lambda c: _min_cosine(c, windows, reference), len(blocks), min_cosine,
-                try_all_float=variant == "int8")
-            info["selection"] = selection
-            info["min_cosine"] = next(s["min_cosine"] for s in reversed(selection)
-                                      if s["float_blocks"] == k)
-            info["meets_target"] = info["min_cosine"] >= min_cosine
-            if not info["meets_target"]:
-                warnings.warn(
-                    f"TFLite {variant}: min cosine to float {info['min_cosine']:.3f} on "
-                    f"held-out windows is below {min_cosine} even with the whole encoder "
-                    f"kept float ({selection}); this encoder's activations do not fit "
-                    f"static int8 ranges. Use dynamic_int8 or float32.", stacklevel=2)
-        else:
-            float_blocks = list(float_blocks or ())
-            k = len(float_blocks)
-            if float_blocks != blocks[:k]:
-                raise ValueError(f"float_blocks={float_blocks}: must be the first blocks of "
-                                 f"{blocks}")
-            content = build(k)
-        info["float_blocks"] = blocks[:k]
-        info["quantised_blocks"] = blocks[k:]
-    meta = dict(embedder.config.to_dict(), _hop_ms=embedder.hop_ms, _variant=variant,
-                _float_blocks=info.get("float_blocks", blocks))
-    content = add_tflite_metadata(content, TFLITE_CONFIG_METADATA, json.dumps(meta).encode())
-    # The TFLite Model Metadata that MediaPipe's AudioEmbedder needs (msss_tf.tflite_metadata).
-    return add_embedder_metadata(content, embedder.config, variant), info
-
-
-def _window_converter(embedder: Embedder, quantized: bool, float_kernels=()):
-    window = window_tflite_function(embedder, quantized=quantized, float_kernels=float_kernels)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [window.get_concrete_function()], _VariableHolder(embedder))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter
-
-
-def convert_probe_tflite(embedder: Embedder, probe, label_names: Sequence[str],
-                         name: str = "probe") -> bytes:
-    """A probe's classifier for MediaPipe Tasks' AudioClassifier, float32: `waveform`
-    float32 [1, segment_samples] -> `probabilities` [1, C], the probe applied to the
-    window's embedding (the mean of its frames), one prediction per 0.975 s window as
-    YAMNet's classifier gives; with TFLite Model Metadata (input audio at the config's
-    rate, output scores) and the label names packed in as labels.txt. A scene probe was
-    trained on whole-clip embeddings (the mean over windows): average the windows'
-    scores for a clip-level answer."""
-    from msss_tf.tflite_metadata import add_classifier_metadata
-
-    samples = embedder.config.segment_samples
-    multilabel = getattr(probe.layers[-1].activation, "__name__", "") == "sigmoid"
-
-    @tf.function(input_signature=[tf.TensorSpec([1, samples], tf.float32, name="waveform")])
-    def classify(waveform):
-        embedding = tf.reduce_mean(embedder.window_frames_tf(waveform), axis=1)
-        return {"probabilities": probe(embedding, training=False)}
-
-    holder = _VariableHolder(embedder)
-    holder.probe_variables = [getattr(v, "value", v) for v in probe.variables]
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [classify.get_concrete_function()], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    content = add_tflite_metadata(
-        converter.convert(), TFLITE_CONFIG_METADATA,
-        json.dumps(dict(embedder.config.to_dict(), _probe=name,
-                        _labels=list(label_names))).encode())
-    return add_classifier_metadata(content, embedder.config, label_names, name, multilabel)
-
-
-def _select_float_blocks(build, evaluate, num_blocks: int, min_cosine: float,
-                         try_all_float: bool = True):
-    """(content, k, selection): the smallest k whose build(k) evaluates >= min_cosine:
-    k = 0 first; then k = num_blocks (the whole encoder float; with `try_all_float`
-    False it is assumed to pass, as it does when only weights are quantised); if that
-    passes, a bisection between them. If even k = num_blocks fails, quantisation of the
-    encoder's blocks is not what loses the accuracy (e.g. static int8 ranges on the
-    pooled outputs): k = 0 is returned (the smallest file) and the caller warns."""
-    selection, results = [], {}
-
-    def attempt(k):
-        content = build(k)
-        cos = float(evaluate(content))
-        selection.append({"float_blocks": k, "min_cosine": round(cos, 5)})
-        results[k] = content
-        return cos >= min_cosine
-
-    if attempt(0):
-        return results[0], 0, selection
-    if try_all_float and not attempt(num_blocks):
-        return results[0], 0, selection
-    lo, hi = 0, num_blocks  # lo fails, hi passes
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if attempt(mid):
-            hi = mid
-        else:
-            lo = mid
-    if hi not in results:
-        attempt(hi)
-    return results[hi], hi, selection
-
-
-def _min_cosine(content: bytes, windows: np.ndarray, reference: np.ndarray) -> float:
-    """The min cosine of a window model's frames to `reference` [n, J, D] on `windows`."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_content=content).get_signature_runner()
-    got = np.stack([runner(waveform=w[None])["frames"][0] for w in windows])
-    return float(_frame_cosines(got, reference).min())
-
-
-def _frame_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each frame vector (last axis) of `a` to `b`, flattened."""
-    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-    return np.sum(a * b, -1) / np.maximum(
-        np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)
-
-
-def _int8_builder(embedder: Embedder, windows: np.ndarray):
-    """Calibrates once; returns build(k): the full-int8 model with the front end, the
-    non-finite guard (its ops and the two output ADDs: int8 cannot hold NaN) and the
-    first k encoder blocks deny-listed (kept float32).
-
-    This is what `tf.lite.experimental.QuantizationDebugger`'s selective quantisation
-    does (calibrate only, then `mlir_quantize` with deny-listed nodes), without its
-    debug model."""
-    from tensorflow.lite.python import convert as tflite_convert
-
-    def representative_dataset():
-        for row in windows:
-            yield [row[None, :]]
-
-    converter = _window_converter(embedder, True)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.inference_input_type = tf.float32
-    converter.inference_output_type = tf.float32
-    converter.experimental_new_quantizer = True
-    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
-    calibrated = converter.convert()
-    names = op_output_names(calibrated)
-    frontend_nodes = [name for name in names if FRONTEND_SCOPE in name]
-    if not frontend_nodes:
-        raise RuntimeError("int8 export: found no front-end ops to keep in float32")
-    guard_nodes = [name for name in names if GUARD_SCOPE in name]
-    if not guard_nodes:
-        raise RuntimeError("int8 export: found no non-finite guard ops to keep in float32")
-    # The guard's ADDs write the graph's outputs, whose tensors the signature names.
-    guard_nodes += graph_output_names(calibrated)
-    blocks = encoder_blocks(embedder.encoder)
-
-    def build(k):
-        kept = set(blocks[:k])
-        nodes = frontend_nodes + guard_nodes
-        if kept:
-            nodes += [name for name in names if name not in frontend_nodes and (
-                any(_block_of(part) in kept for part in name.split(";"))
-                or "add_channel" in name)]
-        return tflite_convert.mlir_quantize(calibrated, fully_quantize=False,
-                                            denylisted_nodes=nodes)
-
-    return build
-
-
-def tflite_parity(path: str, embedder: Embedder, windows: np.ndarray,
-                  num_threads: Optional[int] = None) -> dict:
-    """How far a window .tflite is from the Keras encoder on `windows` [n, samples]:
-    the largest absolute difference of the frames, the float output's scale (max |x|)
-    and the cosine similarity of each frame vector (min, mean)."""
-    runner = TFLiteEmbedder(path, config=embedder.config, num_threads=num_threads)
-    ref = embedder.window_frames_tf(tf.constant(windows, tf.float32)).numpy()
-    got = np.stack([runner.window(w)[1] for w in windows])
-    cos = _frame_cosines(got, ref)
-    return {"windows": int(len(windows)),
-            "max_abs_diff": float(np.abs(got - ref).max()),
-            "output_scale": float(np.abs(ref).max()),
-            "min_cosine": float(cos.min()),
-            "mean_cosine": float(cos.mean())}
