@@ -535,8 +535,8 @@ def test_float_block_selection_bisects_to_the_fewest():
 def test_int8_warns_when_static_ranges_cannot_hold_the_encoder(stale_embedder):
     """Static int8 activation ranges cannot hold this encoder (activations of some windows
     700x those of others; the small ones round to 0): the export says so rather than
-    shipping a silently broken file (why, measured on the demo's encoder: the export
-    docstring)."""
+    shipping a silently broken file (why, measured on the demo's encoder:
+    docs/deployment.md, "TFLite variants")."""
     from msss_tf.export import convert_window_tflite_info
 
     with pytest.warns(UserWarning, match="below 0.995"):
