@@ -181,7 +181,7 @@ def main(argv):
         fake_quant_type.observing = False
 
     def simulated_min_cosine():
-        return float(export._frame_cosines(student(held, training=False).numpy(),
+        return float(export.frame_cosines(student(held, training=False).numpy(),
                                            reference).min())
 
     observe()
@@ -213,9 +213,9 @@ def main(argv):
                   f"{history[-1]['simulated_min_cosine']:.4f}")
 
     def real_int8_min_cosine(encoder):
-        content = export._int8_builder(Embedder(embedder.frontend, encoder, config),
+        content = export.int8_builder(Embedder(embedder.frontend, encoder, config),
                                        calibration_windows)(0)
-        return export._min_cosine(content, held_windows, reference)
+        return export.tflite_min_cosine(content, held_windows, reference)
 
     from msss_tf.runs import portable_path
 
@@ -226,7 +226,7 @@ def main(argv):
         "learning_rate": FLAGS.learning_rate, "batch_size": FLAGS.batch_size,
         "int8_min_cosine_before": real_int8_min_cosine(teacher),
         "int8_min_cosine_after": real_int8_min_cosine(plain),
-        "student_float_min_cosine": float(export._frame_cosines(
+        "student_float_min_cosine": float(export.frame_cosines(
             plain(held, training=False).numpy(), reference).min()),
         "history": history, "seconds": round(time.time() - started, 1),
     }

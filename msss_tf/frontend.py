@@ -194,12 +194,35 @@ class LogMelFrontEnd(keras.layers.Layer):
         real, imag = ops.rfft(framed, fft_length=self.fft_length)
         return ops.sqrt(real * real + imag * imag)
 
-    def mel(self, spectrum):
-        """Linear spectrum [batch, frames, bins] -> (log-)mel [batch, frames, n_mels]."""
-        mel = ops.tensordot(spectrum, self.mel_matrix, axes=1)
+    def mel(self, spectrum, matrix_scale=None):
+        """Linear spectrum [batch, frames, bins] -> (log-)mel [batch, frames, n_mels].
+
+        `matrix_scale`: an optional scalar tensor the mel matrix is multiplied by first
+        (`log_mel_kept_float` passes an exact 1.0 that depends on the data)."""
+        matrix = self.mel_matrix
+        if matrix_scale is not None:
+            matrix = ops.convert_to_tensor(matrix) * matrix_scale
+        mel = ops.tensordot(spectrum, matrix, axes=1)
         if self.log_compress:
             mel = ops.log(mel + self.log_offset)
         return mel
+
+    def log_mel_kept_float(self, waveform):
+        """The log-mel of `waveform` (no pitch shift), the same numbers as calling the
+        layer, in a form that no TFLite quantiser touches: the mode of the quantised
+        TFLite exports (`msss_tf.export.tflite`).
+
+        Quantising anything between the waveform and the log destroys the log-mel: int8
+        magnitudes round quiet bins to 0, whose log is log(log_offset) instead of that of
+        a small number. Dynamic-range quantisation has no deny-list and quantises every
+        matmul with a constant weight of >= 1024 elements; the mel matrix is one. Here it
+        is multiplied by a data-dependent exact 1.0, min(1, 1 + |waveform[0, 0]|), which
+        makes it a non-constant operand the quantiser leaves alone (one extra
+        multiplication of the matrix per call). Full-int8 quantisation deny-lists these
+        ops by their name scope instead."""
+        spectrum = self.spectrogram(waveform)
+        one = ops.minimum(1.0, 1.0 + ops.abs(waveform[0, 0]))
+        return self.mel(spectrum, matrix_scale=one)
 
     def call(self, waveform, pitch_ratio=None):
         spectrum = self.spectrogram(waveform)

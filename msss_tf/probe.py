@@ -32,7 +32,7 @@ import numpy as np
 from msss_tf import metrics as metric_lib
 from msss_tf.atomic import atomic_path, write_json_atomically
 from msss_tf.embedding import Embedder
-from msss_tf.export import ensure_writable_folder, writing_to
+from msss_tf.outputs import ensure_writable_folder, writing_to
 
 
 @dataclasses.dataclass(frozen=True)

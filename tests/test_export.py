@@ -507,7 +507,7 @@ def test_dynamic_int8_keeps_a_briefly_trained_encoder(stale_embedder, tmp_path):
 
 
 def test_float_block_selection_bisects_to_the_fewest():
-    from msss_tf.export import _select_float_blocks
+    from msss_tf.export import select_float_blocks
 
     for needed in range(0, 10):  # build(k) passes iff k >= needed
         tried = []
@@ -516,18 +516,18 @@ def test_float_block_selection_bisects_to_the_fewest():
             tried.append(k)
             return k
 
-        content, k, selection = _select_float_blocks(
+        content, k, selection = select_float_blocks(
             build, lambda c: 1.0 if c >= needed else 0.5, 9, 0.99)
         assert k == content == needed, (needed, tried)
         assert len(tried) <= 6 and selection[-1]["float_blocks"] in tried
     # Weights-only quantisation: the whole encoder float is not built unless chosen.
     tried = []
-    content, k, _ = _select_float_blocks(lambda k: tried.append(k) or k,
+    content, k, _ = select_float_blocks(lambda k: tried.append(k) or k,
                                          lambda c: 1.0 if c >= 7 else 0.5, 9, 0.99,
                                          try_all_float=False)
     assert k == 7 and 9 not in tried
     # Nothing passes, not even the whole encoder float: the smallest file (k = 0).
-    content, k, selection = _select_float_blocks(lambda k: k, lambda c: 0.1, 9, 0.99)
+    content, k, selection = select_float_blocks(lambda k: k, lambda c: 0.1, 9, 0.99)
     assert k == 0 and [s["float_blocks"] for s in selection] == [0, 9]
 
 
@@ -535,8 +535,8 @@ def test_float_block_selection_bisects_to_the_fewest():
 def test_int8_warns_when_static_ranges_cannot_hold_the_encoder(stale_embedder):
     """Static int8 activation ranges cannot hold this encoder (activations of some windows
     700x those of others; the small ones round to 0): the export says so rather than
-    shipping a silently broken file (why, measured on the demo's encoder: the export
-    docstring)."""
+    shipping a silently broken file (why, measured on the demo's encoder:
+    docs/deployment.md, "TFLite variants")."""
     from msss_tf.export import convert_window_tflite_info
 
     with pytest.warns(UserWarning, match="below 0.995"):
@@ -555,7 +555,7 @@ def test_int8_distill_simulates_the_real_int8_file(stale_embedder, monkeypatch):
     roundings; real vs simulated frames agree to ~0.5 here.)"""
     from ai_edge_litert.interpreter import Interpreter
 
-    from msss_tf.export import _int8_builder, representative_windows
+    from msss_tf.export import int8_builder, representative_windows
 
     monkeypatch.syspath_prepend(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from experiments.int8_distill import build_student
@@ -579,7 +579,7 @@ def test_int8_distill_simulates_the_real_int8_file(stale_embedder, monkeypatch):
         for mine, theirs in zip(weights[layer.name], layer.get_weights(), strict=True):
             np.testing.assert_array_equal(mine, theirs)
     simulated = student(embedder.frontend(tf.constant(held)), training=False).numpy()
-    runner = Interpreter(model_content=_int8_builder(embedder, calibration)(0)
+    runner = Interpreter(model_content=int8_builder(embedder, calibration)(0)
                          ).get_signature_runner()
     real = np.stack([runner(waveform=w[None])["frames"][0] for w in held])
     real_error, simulated_error = cosine(real, float_frames), cosine(simulated, float_frames)

@@ -16,7 +16,7 @@ import types
 import numpy as np
 import pytest
 
-from msss_tf.export import OutputFolderError, ensure_writable_folder, writing_to
+from msss_tf.outputs import OutputFolderError, ensure_writable_folder, writing_to
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def run_embed(fv, files=()):
     from msss_tf.data.audio import AudioError
     from msss_tf.data.files import find_audio_files
     from msss_tf.embedding import embed_file, load_embedder, save_npz_streamed
-    from msss_tf.export import writing_to
+    from msss_tf.outputs import writing_to
 
     require(fv, "model", "out")
     paths, unsupported = [], []
