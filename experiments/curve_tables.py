@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from msss_tf.atomic import atomic_path
+
 
 def write_curve(rows, out):
     """CSV, a Markdown table (last step of each run beside the references) and a plot."""
@@ -21,12 +23,11 @@ def write_curve(rows, out):
 
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     fields = ["run", "recipe", "seed", "kind", "step", "task", "metric", "value"]
-    with open(out + ".csv.tmp", "w", newline="") as f:
+    with atomic_path(out + ".csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: (r["run"], r["kind"], r["step"],
                                                      r["task"], r["metric"])))
-    os.replace(out + ".csv.tmp", out + ".csv")
     metrics = sorted({(r["task"], r["metric"]) for r in rows})
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
     for ax, (task, metric) in zip(axes[0], metrics):

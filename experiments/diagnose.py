@@ -51,7 +51,7 @@ def diagnose(model, anchor, positive, batch, seed=0):
     import tensorflow as tf
 
     from msss_tf.embedding import Embedder
-    from msss_tf.losses import pitch_shift_target
+    from msss_tf.model.losses import pitch_shift_target
 
     config = model.msss_config
     rng = np.random.default_rng(seed)
@@ -108,7 +108,7 @@ def main(argv):
     from msss_tf.config import CONFIG_FILENAME, MSSSConfig
     from msss_tf.data import pretrain_dataset
     from msss_tf.embedding import load_msss_model
-    from msss_tf.model import MSSSModel
+    from msss_tf.model.msss_model import MSSSModel
     from msss_tf.runs import portable_path
 
     config = MSSSConfig.load(os.path.join(FLAGS.run_dir, CONFIG_FILENAME))

@@ -8,13 +8,13 @@ can be measured without TensorFlow, on the same Keras layers the package trains:
   anchor; separate calls, as the default ``view_batching="separate"`` step makes them)
   with a trivial loss and Adam, as ``msss-tf bench`` defines the floor;
 * ``step``: the same three passes plus the package's clip, frame and pitch heads and
-  losses (``msss_tf.heads`` / ``msss_tf.losses``, written in ``keras.ops``), i.e. the MSSS
+  losses (``msss_tf.model.heads`` / ``msss_tf.model.losses``, written in ``keras.ops``), i.e. the MSSS
   step without its log-mel front end (``tf.signal``, TensorFlow only) on random log-mel.
 
 Both are jit-compiled by JAX (XLA): the figures are those of the accelerator path of
 ``--jit_compile=true``, not of TensorFlow's own kernels, and say so where they are used.
 Run with ``KERAS_BACKEND=jax`` set by this script; it loads ``msss_tf.config``,
-``msss_tf.encoder``, ``msss_tf.heads``, ``msss_tf.similarity`` and ``msss_tf.losses``
+``msss_tf.model.encoder``, ``msss_tf.model.heads``, ``msss_tf.model.similarity`` and ``msss_tf.model.losses``
 without the package's ``__init__`` (which imports TensorFlow).
 
     python experiments/gpu_floor_keras_jax.py --batches 256 1024 --out FILE.json
@@ -42,10 +42,10 @@ def _import_keras_only_modules():
     package.__path__ = [PACKAGE]
     sys.modules["msss_tf"] = package
     import msss_tf.config as config_module
-    import msss_tf.encoder as encoder_module
-    import msss_tf.heads as heads_module
-    import msss_tf.losses as losses_module
-    import msss_tf.similarity as similarity_module
+    import msss_tf.model.encoder as encoder_module
+    import msss_tf.model.heads as heads_module
+    import msss_tf.model.losses as losses_module
+    import msss_tf.model.similarity as similarity_module
     return config_module, encoder_module, heads_module, losses_module, similarity_module
 
 

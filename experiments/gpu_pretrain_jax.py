@@ -6,7 +6,7 @@ as wheels made by `experiments/gpu_pretrain_prep.sh`, which also prints the devi
 This script:
 
 * sets KERAS_BACKEND=jax itself, then imports only TensorFlow-free modules: `msss_tf.config`,
-  `msss_tf.model` (front end in `keras.ops`), `msss_tf.data.arrays` and, with
+  `msss_tf.model.msss_model` (front end in `keras.ops`), `msss_tf.data.arrays` and, with
   `--render_minutes`, `msss_tf.data.realistic`; where the `soundfile` package cannot be
   imported (the GPU host without the corpus wheels), a placeholder stands in for it, since
   reading corpus arrays never decodes audio (summary.json says which one was used);
@@ -26,23 +26,8 @@ This script:
   synced the model's variables) it writes the weights and summary.json, so a run killed
   later still leaves its last checkpoint.
 
-Output folder (`--out_dir`, flat: 6 files for B0, 7 with the device command's train.log;
-each weights shard <= `--max_shard_mb`, under the 16 MiB a file coming back may hold):
-
-    weights.weights.json, weights_0000N.weights.h5   the model's weights (no optimiser
-        state), Keras's sharded format: B0 with its heads is 25.6 MiB in float32, over the
-        16 MiB a file that comes back from the device may hold, so it is split into shards
-        of at most 15 MB (14.3 + 11.3 MiB for B0). Load with `MSSSModel(config).load_weights(
-        "OUT/weights.weights.json")`, on the TensorFlow backend too (tested).
-    msss_config.json    the run's MSSSConfig (`MSSSConfig.load(OUT)`)
-    losses.csv          one row per `--log_every` steps and per epoch end: step, steps in
-                        the row, seconds since fit began, mean loss / clip_loss /
-                        frame_loss / pitch_loss / clip_accuracy over the row's steps, and
-                        clips per second over them (wall clock, host synced at each row;
-                        the first row's time includes compiling)
-    summary.json        status, stop reason, steps, seconds, compile (first step)
-                        seconds, steps/s and clips/s after the first step, device,
-                        versions, config, flags, checkpoints, a weights fingerprint
+Output folder (`--out_dir`): the weights in shards, msss_config.json, losses.csv and
+summary.json; `gpu_pretrain_outputs.py` says what each holds.
 
 Mixed precision: `--mixed_precision` defaults to float32. On the H200 (2026-11-26,
 docs/performance.md) the same layers under jit ran 162 ms per batch of 1024 in float32
@@ -61,7 +46,7 @@ not called, since it imports TensorFlow where TensorFlow is installed.
 
     python experiments/gpu_pretrain_jax.py --arrays_dir=.gpu/arrays --out_dir=OUT
     python experiments/gpu_pretrain_jax.py --render_minutes=240 --out_dir=OUT
-    # tiny CPU checks (tests/test_gpu_pretrain.py runs them, and --render_minutes=0.5):
+    # tiny CPU checks (tests/harnesses/test_gpu_pretrain.py runs them, and --render_minutes=0.5):
     JAX_PLATFORMS=cpu python experiments/gpu_pretrain_jax.py --arrays_dir=A --out_dir=O \\
         --width=0.25 --depth=0.25 --batch_size=4 --checkpoint_steps=2 --train_seconds=5
 """
@@ -70,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import os
@@ -80,7 +64,6 @@ import signal
 import sys
 import tempfile
 import time
-import types
 
 STARTED = time.monotonic()  # --wall_seconds counts from here
 os.environ["KERAS_BACKEND"] = "jax"  # before keras is imported, whatever was set
@@ -89,11 +72,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+if HERE not in sys.path:  # its two helper modules, beside it
+    sys.path.insert(0, HERE)
 
-WEIGHTS_NAME = "weights.weights.json"  # shards: weights_00000.weights.h5, ...
+from gpu_pretrain_corpus import render_corpus, soundfile_or_placeholder  # noqa: E402
+from gpu_pretrain_outputs import (device_memory, save_weights, weights_fingerprint,  # noqa: E402
+                                  write_json)
+
 SUMMARY_NAME = "summary.json"
 LOSSES_NAME = "losses.csv"
-STAGING_NAME = "staging"  # a checkpoint is written here, then moved up
 LOSS_COLUMNS = ("loss", "clip_loss", "frame_loss", "pitch_loss", "clip_accuracy")
 
 _STOP = {"reason": None}  # set by SIGTERM
@@ -184,92 +171,6 @@ def parse_args(argv=None):
     return args
 
 
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def render_corpus(args) -> dict:
-    """Renders --render_minutes of the realistic corpus into --render_dir (audio/ and
-    manifest.json) and writes its corpus arrays to --render_dir/arrays; returns
-    summary.json's "render". Runs before JAX is imported: build_corpus's worker processes
-    are spawned (they re-run this file's top level, which imports nothing heavy), and its
-    eSpeak worker is `sys.executable -I -S` with the library's path as an argument, so
-    packages found through PYTHONPATH (the device's --target folder) serve both."""
-    began = time.monotonic()
-    try:
-        from msss_tf.data.arrays import write_corpus_arrays
-        from msss_tf.data.realistic import build_corpus
-    except (ImportError, OSError) as error:  # OSError: soundfile without libsndfile
-        raise SystemExit(
-            f"--render_minutes: the corpus builder cannot be imported ({type(error).__name__}: "
-            f"{error}); it needs soundfile (and cffi), espeakng-loader, tinysoundfont and "
-            "pretty-midi, which gpu_pretrain_prep.sh puts in .whl/") from error
-    jobs = args.render_jobs or usable_cpus()
-    render_dir = os.path.abspath(args.render_dir)
-    arrays_dir = os.path.join(render_dir, "arrays")
-    say(f"rendering {args.render_minutes:g} minutes of the realistic corpus (seed "
-        f"{args.render_seed}, {jobs} processes) into {render_dir}")
-    shown = set()
-
-    def progress(done, total):
-        tenth = done * 10 // max(total, 1)
-        if tenth not in shown:
-            shown.add(tenth)
-            say(f"  rendered {done}/{total} clips, {time.monotonic() - began:.1f} s")
-
-    try:
-        manifest = build_corpus(render_dir, args.render_minutes, seed=args.render_seed,
-                                jobs=jobs, progress=progress)
-    except ImportError as error:  # MissingCorpusPackageError names the package
-        raise SystemExit(f"--render_minutes: {error}") from error
-    rendered = time.monotonic()
-    info = write_corpus_arrays(render_dir, arrays_dir)
-    done = time.monotonic()
-    build = manifest.get("build", {})
-    result = {
-        "minutes_requested": args.render_minutes, "seed": args.render_seed, "jobs": jobs,
-        "clips": manifest["num_clips"], "minutes": round(manifest["seconds_total"] / 60, 2),
-        "clips_per_kind": manifest.get("clips_per_kind"),
-        "render_seconds": round(rendered - began, 2),
-        "arrays_seconds": round(done - rendered, 2), "seconds": round(done - began, 2),
-        "audio_seconds_per_cpu_second": build.get("audio_seconds_per_cpu_second"),
-        "array_clips": info["num_clips"], "skipped": len(info.get("skipped", [])),
-        "folder": render_dir, "arrays_dir": arrays_dir,
-        "renderers": manifest.get("renderers"),
-    }
-    say(f"rendered {result['clips']} clips, {result['minutes']:.1f} min in "
-        f"{result['render_seconds']:.1f} s ({build.get('audio_seconds_per_cpu_second')} "
-        f"audio s per CPU s), arrays in {result['arrays_seconds']:.1f} s "
-        f"({result['array_clips']} clips, {result['skipped']} skipped); "
-        f"{done - STARTED:.1f} s since start")
-    return result
-
-
-def soundfile_or_placeholder() -> str:
-    """"present", or "placeholder" after putting a stand-in `soundfile` module in place:
-    msss_tf.data.audio imports soundfile (and asks it for its formats) at import time,
-    though corpus arrays never decode audio. Any other use of the stand-in raises."""
-    try:
-        import soundfile  # noqa: F401
-        return "present"
-    except (ImportError, OSError):  # OSError: the package is there, libsndfile is not
-        pass
-    stub = types.ModuleType("soundfile")
-    stub.available_formats = lambda: {}
-    stub.__libsndfile_version__ = "absent"
-
-    def __getattr__(name):
-        raise ImportError(f"soundfile.{name}: soundfile is not installed here (a placeholder "
-                          "from gpu_pretrain_jax.py stands in; corpus arrays need none)")
-
-    stub.__getattr__ = __getattr__
-    sys.modules["soundfile"] = stub
-    return "placeholder"
-
-
 def make_config(args):
     from msss_tf.config import MSSSConfig
 
@@ -294,67 +195,12 @@ def make_config(args):
     return MSSSConfig.from_dict(fields)
 
 
-def weights_fingerprint(model) -> dict:
-    """Count, sum and sum of squares (float64) of every weight, and a hash of the weights'
-    paths: the sums compare the weights of two models, e.g. a checkpoint loaded elsewhere."""
-    import numpy as np
-
-    total = squares = 0.0
-    for variable in model.weights:
-        value = np.asarray(variable.numpy(), np.float64)
-        total += float(value.sum())
-        squares += float(np.square(value).sum())
-    paths = hashlib.sha1("\n".join(v.path for v in model.weights).encode()).hexdigest()
-    return {"count": len(model.weights), "sum": total, "sum_squares": squares,
-            "paths_sha1": paths[:16]}
-
-
-def save_weights(model, out_dir, max_shard_mb) -> list:
-    """Writes the model's weights (sharded) to out_dir/staging, then moves the shards and
-    last the index up into out_dir; returns [(file name, bytes)]. A kill before the moves
-    leaves the previous checkpoint whole; only a kill between the moves (microseconds)
-    can leave an index and shards of different checkpoints."""
-    staging = os.path.join(out_dir, STAGING_NAME)
-    os.makedirs(staging, exist_ok=True)
-    for name in os.listdir(staging):
-        os.remove(os.path.join(staging, name))
-    model.save_weights(os.path.join(staging, WEIGHTS_NAME),
-                       max_shard_size=max_shard_mb * 1e6 / 1024**3)
-    names = sorted(os.listdir(staging), key=lambda n: (n == WEIGHTS_NAME, n))
-    written = [(name, os.path.getsize(os.path.join(staging, name))) for name in names]
-    stale = {n for n in os.listdir(out_dir)
-             if n.startswith("weights_") and n.endswith(".weights.h5")} - set(names)
-    for name in names:  # the shards first, the index last
-        os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
-    for name in stale:  # an earlier checkpoint's extra shard (another --max_shard_mb)
-        os.remove(os.path.join(out_dir, name))
-    os.rmdir(staging)
-    return written
-
-
-def write_json(path, value):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def device_memory(device) -> dict:
-    try:
-        stats = device.memory_stats() or {}
-    except Exception:  # not every platform has them
-        return {}
-    keep = ("peak_bytes_in_use", "bytes_in_use", "bytes_limit")
-    return {k: int(stats[k]) for k in keep if k in stats}
-
-
 def main(argv=None):
     args = parse_args(argv)
     out_dir = os.path.abspath(args.out_dir)
     os.makedirs(out_dir, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    render = render_corpus(args) if args.render_minutes > 0 else None
+    render = render_corpus(args, say, STARTED) if args.render_minutes > 0 else None
     if render and args.wall_seconds and time.monotonic() - STARTED > args.wall_seconds / 2:
         # Model building and the first step's compile would leave no time to train.
         write_json(os.path.join(out_dir, SUMMARY_NAME),
@@ -372,7 +218,7 @@ def main(argv=None):
     import numpy as np
 
     from msss_tf.data import arrays as arrays_module
-    from msss_tf.model import MSSSModel, build_optimizer
+    from msss_tf.model.msss_model import MSSSModel, build_optimizer
 
     device = jax.devices()[0]
     device_name = getattr(device, "device_kind", str(device))

@@ -13,7 +13,7 @@
     python -m experiments.long_run layers --run_dirs=runs/long/clip --curve_steps=0,4000 \
         --tasks=realistic_keywords,realistic_pitch --out=docs/results/layers
 
-`train` is `msss_tf.pretrain.pretrain` with the recipe below and a checkpoint every
+`train` is `msss_tf.training.pretrain.pretrain` with the recipe below and a checkpoint every
 `--steps_per_epoch` steps (`checkpoints/epoch-NNNN.keras`): the learning curve reads
 those, so the run itself never stops to evaluate. The recipe (the demo's, which a
 3-seed study found better than the paper's front end for every loss): EfficientNet x0.5,
@@ -105,7 +105,7 @@ def keep_milestones(run_dir, steps_per_epoch, steps):
 def train(run_dir, corpus_dir):
     import keras
 
-    from msss_tf.pretrain import pretrain, resolve_config
+    from msss_tf.training.pretrain import pretrain, resolve_config
 
     if FLAGS.threads:
         import tensorflow as tf
@@ -137,7 +137,7 @@ def _probe(make_embedder, name, out_dir, tasks):
     """Test-split rows of `make_embedder()` on `tasks`, cached in `out_dir`: results.json
     (several tasks at once) and TASK/results.json (one added later). The embedder is built
     only for the tasks the cache lacks, which alone are probed."""
-    from msss_tf.probe import ProbeSettings, run_probes
+    from msss_tf.evaluation.probe import ProbeSettings, run_probes
 
     rows = []
     for path in [os.path.join(out_dir, "results.json")] + [
@@ -231,7 +231,7 @@ def layer_rows(run_dir, tasks, steps, layers):
     a stage name or a layer of the EfficientNet body), at `steps` (0: the untrained
     encoder in both forms)."""
     from msss_tf.embedding import Embedder
-    from msss_tf.encoder import encoder_at_layer
+    from msss_tf.model.encoder import encoder_at_layer
 
     config, encoders = run_encoders(run_dir, steps)
     run, recipe = run_label(config)

@@ -14,21 +14,21 @@ import importlib
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "BilinearSimilarity": "msss_tf.similarity",
-    "ClipContrastiveLoss": "msss_tf.losses",
-    "ClipHead": "msss_tf.heads",
-    "CosineSimilarity": "msss_tf.similarity",
-    "FrameContrastiveLoss": "msss_tf.losses",
-    "FrameHead": "msss_tf.heads",
-    "FrequencyPooling": "msss_tf.encoder",
-    "LogMelFrontEnd": "msss_tf.frontend",
+    "BilinearSimilarity": "msss_tf.model.similarity",
+    "ClipContrastiveLoss": "msss_tf.model.losses",
+    "ClipHead": "msss_tf.model.heads",
+    "CosineSimilarity": "msss_tf.model.similarity",
+    "FrameContrastiveLoss": "msss_tf.model.losses",
+    "FrameHead": "msss_tf.model.heads",
+    "FrequencyPooling": "msss_tf.model.encoder",
+    "LogMelFrontEnd": "msss_tf.model.frontend",
     "MSSSConfig": "msss_tf.config",
-    "MSSSModel": "msss_tf.model",
-    "PitchHead": "msss_tf.heads",
-    "PitchShift": "msss_tf.frontend",
-    "PitchShiftLoss": "msss_tf.losses",
-    "build_encoder": "msss_tf.encoder",
-    "build_optimizer": "msss_tf.model",
+    "MSSSModel": "msss_tf.model.msss_model",
+    "PitchHead": "msss_tf.model.heads",
+    "PitchShift": "msss_tf.model.frontend",
+    "PitchShiftLoss": "msss_tf.model.losses",
+    "build_encoder": "msss_tf.model.encoder",
+    "build_optimizer": "msss_tf.model.msss_model",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -16,7 +16,7 @@ from typing import Any, Tuple
 from msss_tf.rundir import CONFIG_FILENAME  # noqa: F401  (re-exported)
 
 LOSS_NAMES = ("clip", "frame", "pitch")
-# Where a frozen encoder's embeddings can be read (`msss_tf.encoder.encoder_at_layer`):
+# Where a frozen encoder's embeddings can be read (`msss_tf.model.encoder.encoder_at_layer`):
 # "output" (the encoder's frequency-pooled output, the paper's), an EfficientNet stage's
 # output or "top" (the head's activation), frequency flattened.
 EMBEDDING_LAYERS = ("output",) + tuple(f"stage{i}" for i in range(1, 8)) + ("top",)

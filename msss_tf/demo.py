@@ -19,9 +19,9 @@ from msss_tf.config import MSSSConfig
 from msss_tf.data import pretrain_dataset
 from msss_tf.data.pipeline import sample_segments
 from msss_tf.atomic import write_json_atomically
-from msss_tf.model import MSSSModel, build_optimizer
-from msss_tf.pretrain import pretrain
-from msss_tf.probe import format_table
+from msss_tf.model.msss_model import MSSSModel, build_optimizer
+from msss_tf.training.pretrain import pretrain
+from msss_tf.evaluation.probe import format_table
 
 HELD_OUT_SEED_OFFSET = 10_007  # held-out clips come from another corpus seed
 DEMO_TASKS = ("synthetic_scene", "synthetic_pitch", "synthetic_events")
@@ -37,7 +37,7 @@ def held_out_losses(model: MSSSModel, config: MSSSConfig, steps: int = 8) -> dic
 def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthetic_clips=256,
              export_dir: str = "saved_models", probe_epochs: int = 100):
     from msss_tf.embedding import Embedder
-    from msss_tf.probe import ProbeSettings, run_probes
+    from msss_tf.evaluation.probe import ProbeSettings, run_probes
     from msss_tf.packages import require_modules
 
     # Before minutes of pre-training: the events probe and the TFLite export need these.

@@ -7,7 +7,7 @@ A run directory (`msss-tf pretrain --model_dir=RUN`) holds:
 * `CHECKPOINT_DIR` (checkpoints/): epoch checkpoints `epoch-NNNN.keras`; a write killed
   before its rename leaves `epoch-NNNN.tmp.keras`, which no reader opens.
 
-`msss_tf.pretrain` writes this layout; `msss_tf.embedding` reads it
+`msss_tf.training.pretrain` writes this layout; `msss_tf.embedding` reads it
 (`latest_checkpoint`). Pure `os` code: importing it loads no TensorFlow.
 """
 

@@ -9,12 +9,12 @@ resample the caller's audio to that rate and cut it into buffers of the input's 
 (here 15600 samples, back to back, the last one zero-padded); a classifier's label file
 is an associated file (TENSOR_AXIS_LABELS) packed as a zip archive after the flatbuffer.
 
-The metadata is built with the schema's own generated classes (`_tflite_metadata_schema`,
+The metadata is built with the schema's own generated classes (`msss_tf/third_party/tflite_metadata_schema_py_generated.py`,
 TFLite Support's metadata_schema_py_generated.py, vendored: the two libraries that ship
 it, tflite-support and mediapipe 0.10.21, pin protobuf < 5, which TensorFlow 2.21 cannot
 install beside them) and written into the model with the TFLite model schema
 (`msss_tf.tflite_file.add_tflite_metadata`), never as hand-assembled bytes. The run's
-MSSSConfig stays in its own entry ("msss_config"). tests/test_mediapipe.py reads the
+MSSSConfig stays in its own entry ("msss_config"). tests/evaluation/test_mediapipe.py reads the
 files back with MediaPipe's own metadata library and loads them with its AudioEmbedder.
 """
 
@@ -26,7 +26,7 @@ from typing import Dict, Optional, Sequence
 
 import flatbuffers
 
-from msss_tf import _tflite_metadata_schema as _md
+from msss_tf.third_party import tflite_metadata_schema_py_generated as _md
 
 METADATA_NAME = "TFLITE_METADATA"  # the entry MediaPipe and the Task Library read
 FILE_IDENTIFIER = b"M001"

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from msss_tf.config import MSSSConfig  # noqa: E402
-from msss_tf.model import MSSSModel, build_optimizer  # noqa: E402
+from msss_tf.model.msss_model import MSSSModel, build_optimizer  # noqa: E402
 
 BATCH_KEYS = ("anchor", "positive", "pitch_ratio", "positive_noise")
 

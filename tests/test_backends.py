@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from msss_tf.config import MSSSConfig
-from msss_tf.model import MSSSModel
+from msss_tf.model.msss_model import MSSSModel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -104,7 +104,7 @@ def test_losses_gradients_and_fit_agree_across_backends(tmp_path, changes):
         env_runner = tmp_path / "concat_runner.py"
         env_runner.write_text(
             "import sys; sys.path.insert(0, %r)\nimport backend_runner\n"
-            "from msss_tf.model import MSSSModel\n"
+            "from msss_tf.model.msss_model import MSSSModel\n"
             "backend_runner.MSSSModel = lambda c: MSSSModel(c, view_batching='concat')\n"
             "backend_runner.main(*sys.argv[1:3])\n" % HERE)
         env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
@@ -151,7 +151,7 @@ import sys
 import keras
 import numpy as np
 from msss_tf.config import MSSSConfig
-from msss_tf.model import MSSSModel, build_optimizer
+from msss_tf.model.msss_model import MSSSModel, build_optimizer
 
 out = sys.argv[1]
 config = MSSSConfig(width_coefficient=0.25, depth_coefficient=0.25, batch_size=4,

@@ -118,7 +118,8 @@ def test_probe_outputs_in_a_read_only_folder(tmp_path, read_only, monkeypatch):
     import msss_tf.data.tasks as tasks_module
     from msss_tf.config import MSSSConfig
     from msss_tf.data.tasks.base import Example, InMemoryTask
-    from msss_tf.probe import ProbeSettings, embed_split, run_probes, write_results
+    from msss_tf.evaluation.embeddings import embed_split
+    from msss_tf.evaluation.probe import ProbeSettings, run_probes, write_results
 
     def scene_task():
         return InMemoryTask("tones", "scene", "multiclass", ["a", "b"], ["top1_acc"],

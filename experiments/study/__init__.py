@@ -21,7 +21,7 @@ synthetic corpus, then probes the downstream tasks on the frozen encoder.
 Layout of a study directory:
 
     study.json                         budget, seeds, configurations, tasks, invocations
-    runs/<config>/seed-<s>/pretrain/   the pre-training run directory (`msss_tf.pretrain`)
+    runs/<config>/seed-<s>/pretrain/   the pre-training run directory (`msss_tf.training.pretrain`)
     runs/<config>/seed-<s>/run_result.json   probe results and timings: the run is done
     results.csv, results.md            mean +- std over seeds per task / metric and row
     plots/<task>-<metric>.png          one bar chart per task / metric (error bar: std)

@@ -32,7 +32,7 @@ class Budget:
         only `losses` and `similarity` on top, and the seed.
     task_scale: size of the built-in downstream tasks (1 = "small", see
         `msss_tf.data.tasks.synthetic_tasks`).
-    probe_*: the linear probe (`msss_tf.probe.ProbeSettings`): epochs, early-stopping
+    probe_*: the linear probe (`msss_tf.evaluation.probe.ProbeSettings`): epochs, early-stopping
         patience, learning-rate grid (chosen on the validation split), batch size (32:
         at the paper's 1024 an epoch of a built-in task is a single optimiser step, and
         the probe stops undertrained).

@@ -16,6 +16,7 @@ from experiments.study.budgets import (CONFIG_BY_KEY, CONFIGURATIONS, PLOT_DIR, 
                                        RESULTS_MD, STUDY_FILE, read_run_result)
 from experiments.study.paper import (PAPER_COLUMNS, PAPER_RESULTS, TASK_ANALOGUE, claims_md,
                                      evaluate_claims, paper_summary, paper_table, task_metrics)
+from msss_tf.atomic import atomic_path, write_text_atomically
 from msss_tf.runs import portable_command, portable_path
 
 
@@ -81,8 +82,7 @@ def write_results_csv(summary: List[dict], path: str) -> str:
 
     fields = ("configuration", "label", "task", "metric", "n", "mean", "std", "values",
               "paper_real_task", "paper_value")
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in summary:
@@ -94,7 +94,6 @@ def write_results_csv(summary: List[dict], path: str) -> str:
                 "paper_real_task": TASK_ANALOGUE.get(r["task"], r["task"]) if paper is not None else "",
                 "paper_value": "" if paper is None else f"{paper:.3f}",
             })
-    os.replace(tmp, path)
     return path
 
 
@@ -194,10 +193,7 @@ def write_report(out_dir: str) -> dict:
         "",
     ]
     md_path = os.path.join(out_dir, RESULTS_MD)
-    tmp = md_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(md))
-    os.replace(tmp, md_path)
+    write_text_atomically(md_path, "\n".join(md))
     return {"csv": csv_path, "md": md_path, "plots": plots, "summary": summary}
 
 
@@ -356,8 +352,5 @@ def render_docs(out_dir: str, docs_path: str = "docs/results.md") -> str:
         "",
     ]
     os.makedirs(docs_dir, exist_ok=True)
-    tmp = docs_path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, docs_path)
+    write_text_atomically(docs_path, "\n".join(lines))
     return docs_path

@@ -80,7 +80,7 @@ def make_embedder(configuration: Configuration, budget: Budget, seed: int, out: 
                                           passes=budget.calibration_passes)
         return embedder, {"pretrain_seconds": 0.0, "calibration_passes": passes,
                           "calibration_segments": 0 if calibration is None else len(calibration)}
-    from msss_tf.pretrain import pretrain
+    from msss_tf.training.pretrain import pretrain
 
     started = time.time()
     model_dir = os.path.join(out, "pretrain")
@@ -95,7 +95,7 @@ def make_embedder(configuration: Configuration, budget: Budget, seed: int, out: 
 
 
 def probe_all(embedder, tasks, budget: Budget, seed: int, encoder_name: str) -> List[dict]:
-    from msss_tf.probe import ProbeSettings, probe_task, result_rows
+    from msss_tf.evaluation.probe import ProbeSettings, probe_task, result_rows
 
     settings = ProbeSettings(learning_rates=budget.probe_learning_rates,
                              max_epochs=budget.probe_epochs, patience=budget.probe_patience,

@@ -63,7 +63,7 @@ def _floor_step(config, mixed_precision, batch_size):
     import jax
     from keras import ops
 
-    from msss_tf.model import build_encoder_with_policy, build_optimizer
+    from msss_tf.model.msss_model import build_encoder_with_policy, build_optimizer
 
     encoder = build_encoder_with_policy(config, mixed_precision)
     optimizer = build_optimizer(config, mixed_precision)
@@ -115,7 +115,7 @@ def _frontend_views(frontend, batch, config):
 
 
 def bench_step(config, batch_size, steps, repeats, mixed_precision=None, log=print) -> dict:
-    from msss_tf.model import MSSSModel, build_optimizer
+    from msss_tf.model.msss_model import MSSSModel, build_optimizer
 
     config = config.replace(batch_size=batch_size)
     batch = waveform_batch(config, batch_size)

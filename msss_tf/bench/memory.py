@@ -82,7 +82,7 @@ def long_audio_models(config, workdir) -> dict:
     import keras
 
     from msss_tf.export import export_encoder
-    from msss_tf.model import MSSSModel
+    from msss_tf.model.msss_model import MSSSModel
 
     keras.utils.set_random_seed(0)
     run_dir = os.path.join(workdir, "long-audio-run")

@@ -143,7 +143,7 @@ def run_benchmark(batch_size: int = 16, steps: int = 3, repeats: int = 3,
             cpu["input"] = time.process_time() - c
         if "embed" in parts:
             log("embedding throughput")
-            from msss_tf.model import MSSSModel
+            from msss_tf.model.msss_model import MSSSModel
 
             t, c = time.perf_counter(), time.process_time()
             if "full" in models and mixed_precision is None:

@@ -46,7 +46,7 @@ def _floor_model(config, mixed_precision, views: int, concat: bool):
     import keras
     import tensorflow as tf
 
-    from msss_tf.model import build_encoder_with_policy
+    from msss_tf.model.msss_model import build_encoder_with_policy
 
     class FloorModel(keras.Model):
         def __init__(self):
@@ -83,7 +83,7 @@ def bench_step(config, batch_size, steps, repeats, jit_compile=False, mixed_prec
     import keras
     import tensorflow as tf
 
-    from msss_tf.model import MSSSModel, build_optimizer
+    from msss_tf.model.msss_model import MSSSModel, build_optimizer
 
     config = config.replace(batch_size=batch_size)
     batch = waveform_batch(config, batch_size)

@@ -39,8 +39,8 @@ def define_pretrain(fv):
 def run_pretrain(fv):
     import shlex
 
-    from msss_tf.pretrain import pretrain, resolve_config
-    from msss_tf.reliability import NonFiniteLossError, TrainingAborted, TrainingInterrupted
+    from msss_tf.training.pretrain import pretrain, resolve_config
+    from msss_tf.training.reliability import NonFiniteLossError, TrainingAborted, TrainingInterrupted
 
     require(fv, "model_dir")
     config, explicit = config_from_flags(fv)

@@ -1,4 +1,4 @@
-"""`msss-tf probe`: linear / MLP probes on a frozen encoder (`msss_tf.probe`)."""
+"""`msss-tf probe`: linear / MLP probes on a frozen encoder (`msss_tf.evaluation.probe`)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def define_probe(fv):
 
 
 def run_probe(fv):
-    from msss_tf.probe import ProbeSettings, run_probes
+    from msss_tf.evaluation.probe import ProbeSettings, run_probes
 
     require(fv, "model_dir", "task", "out_dir")
     try:

@@ -125,7 +125,7 @@ def _clip(value, low, high):
     return float(min(max(value, low), high))
 
 
-class _Identity:
+class ClipIdentity:
     """What stays fixed over one clip: timbre, envelope, register, noise colour, rates."""
 
     def __init__(self, rng: np.random.Generator, sample_rate: int):
@@ -167,7 +167,7 @@ class _Identity:
         self.tables = {}  # (f0, num_harmonics) -> wavetable; notes repeat pitches
 
 
-def _wavetable(identity: _Identity, f0: float, max_f0: float, sample_rate: int) -> np.ndarray:
+def wavetable(identity: ClipIdentity, f0: float, max_f0: float, sample_rate: int) -> np.ndarray:
     """One period of the clip's timbre at fundamental `f0`, band-limited for `max_f0`.
 
     Returns:
@@ -188,7 +188,7 @@ def _harmonic_basis() -> np.ndarray:
     return np.concatenate([np.sin(k * x), np.cos(k * x)]).astype(np.float32)
 
 
-def _build_wavetable(identity: _Identity, f0: float, num_harmonics: int) -> np.ndarray:
+def _build_wavetable(identity: ClipIdentity, f0: float, num_harmonics: int) -> np.ndarray:
     k = np.arange(1, num_harmonics + 1)
     # The formant sits at a fixed frequency, so it shapes each note's partials differently.
     octaves_from_formant = np.log2(k * f0 / identity.formant_hz)
@@ -202,7 +202,7 @@ def _build_wavetable(identity: _Identity, f0: float, num_harmonics: int) -> np.n
     return table / np.max(np.abs(table))
 
 
-def _render_note(rng, identity, f0, length, sample_rate):
+def render_note(rng, identity, f0, length, sample_rate):
     """One note (or chord) `length` samples long, release included; peak about 1."""
     # Pitch contour relative to f0 at control rate: an optional exponential glide, vibrato.
     steps = -(-length // _CONTROL)
@@ -225,7 +225,7 @@ def _render_note(rng, identity, f0, length, sample_rate):
         voice_f0 = f0 * 2 ** (interval / 12)
         if voice_f0 > _F0_MAX:
             continue
-        table = _wavetable(identity, voice_f0, voice_f0 * float(contour.max()), sample_rate)
+        table = wavetable(identity, voice_f0, voice_f0 * float(contour.max()), sample_rate)
         # Phase in 1/2**32 periods: uint32 arithmetic wraps exactly once per period.
         increments = voice_f0 * contour * (2**32 / sample_rate)
         start = np.uint32(rng.integers(0, 2**32))
@@ -243,7 +243,7 @@ def _render_note(rng, identity, f0, length, sample_rate):
     return note
 
 
-def _coloured_noise(rng, identity, num_samples, sample_rate):
+def coloured_noise(rng, identity, num_samples, sample_rate):
     """Unit-RMS noise with power spectrum ~ 1/f^alpha (Gaussian, by the central limit theorem)."""
     # Draw i.i.d. random Fourier coefficients directly and shape them: one inverse FFT and no
     # forward one; uniform draws are ~3x cheaper than normal ones and the inverse FFT sums
@@ -258,7 +258,7 @@ def _coloured_noise(rng, identity, num_samples, sample_rate):
 
 def _render_clip(rng: np.random.Generator, num_samples: int, sample_rate: int) -> np.ndarray:
     """One clip: a fresh identity, then notes, noise bursts and clicks over background noise."""
-    identity = _Identity(rng, sample_rate)
+    identity = ClipIdentity(rng, sample_rate)
     seconds = num_samples / sample_rate
     clip = np.zeros(num_samples, np.float32)
 
@@ -274,12 +274,12 @@ def _render_clip(rng: np.random.Generator, num_samples: int, sample_rate: int) -
         length = min(int(duration * sample_rate) + identity.release_ramp.size,
                      num_samples - begin)
         if length > 1:
-            clip[begin:begin + length] += _render_note(rng, identity, f0, length, sample_rate)
+            clip[begin:begin + length] += render_note(rng, identity, f0, length, sample_rate)
         start += duration
         if rng.random() < identity.rest_prob:
             start += rng.uniform(0.02, 0.3)
 
-    noise = _coloured_noise(rng, identity, num_samples, sample_rate)
+    noise = coloured_noise(rng, identity, num_samples, sample_rate)
     clip += np.float32(identity.noise_level) * noise
 
     # Noise bursts: Hann-gated stretches of the same coloured noise, louder.

@@ -4,7 +4,7 @@ Which layer: by default the encoder's frequency-pooled output (1280-d for B0), n
 512-d heads. The heads exist to serve the pre-training losses and are discarded, as in
 COLA and SimCLR; the layer under them carries more general information. `layer=` reads
 an earlier EfficientNet stage instead ("stage1" .. "stage7", "top"; frequency flattened,
-`msss_tf.encoder.encoder_at_layer`): the same windows and frames, another feature map.
+`msss_tf.model.encoder.encoder_at_layer`): the same windows and frames, another feature map.
 
 The windows are placed by `WindowPlan` (`msss_tf.embedding.windows`) and gathered from
 the waveform at most `max_windows` per encoder call, so memory does not grow with the
@@ -26,8 +26,8 @@ from msss_tf.embedding.audio import as_audio_batch, empty_timestamps
 from msss_tf.embedding.keras_model import calibrate_batch_norm, load_msss_model
 from msss_tf.embedding.paths import resolve_model
 from msss_tf.embedding.windows import WindowPlan
-from msss_tf.encoder import build_encoder, encoder_at_layer
-from msss_tf.frontend import LogMelFrontEnd
+from msss_tf.model.encoder import build_encoder, encoder_at_layer
+from msss_tf.model.frontend import LogMelFrontEnd
 
 
 class Embedder(tf.Module):
@@ -69,7 +69,7 @@ class Embedder(tf.Module):
     @classmethod
     def from_model(cls, model, layer: str = "output", **kwargs) -> "Embedder":
         """The embedder of an `MSSSModel`, read at `layer` (`EMBEDDING_LAYERS`: "output",
-        the paper's, or an EfficientNet stage, see `msss_tf.encoder.encoder_at_layer`)."""
+        the paper's, or an EfficientNet stage, see `msss_tf.model.encoder.encoder_at_layer`)."""
         return cls(model.frontend, encoder_at_layer(model.encoder, layer), model.msss_config,
                    **kwargs)
 

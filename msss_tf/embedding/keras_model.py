@@ -20,7 +20,7 @@ from msss_tf.embedding.paths import keras_model_file
 
 def load_msss_model(path: str):
     """An `MSSSModel` from a `.keras` file or a run directory (its final/latest model)."""
-    from msss_tf.model import MSSSModel  # registers the custom objects
+    from msss_tf.model.msss_model import MSSSModel  # registers the custom objects
 
     path = keras_model_file(path)
     try:

@@ -30,7 +30,7 @@ class LogMelStatsEmbedder:
     def __init__(self, config: Optional[MSSSConfig] = None, hop_ms: float = 40.0,
                  context_ms: float = 320.0):
         from msss_tf.embedding.windows import WindowPlan
-        from msss_tf.frontend import LogMelFrontEnd
+        from msss_tf.model.frontend import LogMelFrontEnd
 
         self.config = config or MSSSConfig()
         plan = WindowPlan(self.config, hop_ms)  # the same hop rules as Embedder

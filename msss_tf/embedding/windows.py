@@ -28,7 +28,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from msss_tf.config import MSSSConfig
-from msss_tf.encoder import TIME_STRIDE
+from msss_tf.model.encoder import TIME_STRIDE
 
 
 class WindowPlan:

@@ -260,7 +260,7 @@ def _as_embedder(model_or_path, hop_ms: float = 40.0):
                 config_file = candidate
                 break
         return Embedder.from_path(path, hop_ms=hop_ms), config_file, path
-    from msss_tf.model import MSSSModel
+    from msss_tf.model.msss_model import MSSSModel
 
     if isinstance(model_or_path, MSSSModel):
         return Embedder.from_model(model_or_path, hop_ms=hop_ms), None, "MSSSModel"

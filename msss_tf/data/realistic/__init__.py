@@ -12,7 +12,7 @@ Needs the `corpus` extra (docs/corpus.md); a missing package raises
 MissingCorpusPackageError, which names what to install.
 """
 
-from msss_tf.data.realistic._deps import INSTALL_HINT, MissingCorpusPackageError
+from msss_tf.data.realistic.deps import INSTALL_HINT, MissingCorpusPackageError
 from msss_tf.data.realistic.corpus import KINDS, build_corpus, plan_corpus, render_clip
 
 __all__ = ["INSTALL_HINT", "KINDS", "MissingCorpusPackageError", "build_corpus",

@@ -22,7 +22,7 @@ import soundfile as sf
 
 from msss_tf.atomic import atomic_path, write_json_atomically
 from msss_tf.data.realistic import music, sounds, speech
-from msss_tf.data.realistic._deps import soundfont_path
+from msss_tf.data.realistic.deps import soundfont_path
 from msss_tf.data.realistic.variation import apply_variation, check_clip, to_pcm16
 
 KINDS = ("speech", "music", "sounds")

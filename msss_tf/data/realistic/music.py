@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from msss_tf.data.realistic._deps import require, soundfont_path
+from msss_tf.data.realistic.deps import require, soundfont_path
 
 # Playable MIDI key range for each GM family (program // 8).
 _FAMILY_RANGES = (
@@ -49,7 +49,7 @@ def key_range(program: int) -> Tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=1)
-def _soundfont_bytes() -> bytes:
+def soundfont_bytes() -> bytes:
     with open(soundfont_path(), "rb") as f:
         return f.read()
 
@@ -67,11 +67,11 @@ class MidiRenderer:
     def __init__(self, sample_rate: int = 16000):
         self._tsf = require("tinysoundfont", "tinysoundfont")
         self.sample_rate = sample_rate
-        _soundfont_bytes()
+        soundfont_bytes()
 
     def preset_name(self, program: int, drums: bool = False) -> str:
         synth = self._tsf.Synth(samplerate=self.sample_rate)
-        sfid = synth.sfload(_soundfont_bytes())
+        sfid = synth.sfload(soundfont_bytes())
         return synth.sfpreset_name(sfid, 128 if drums else 0, 0 if drums else program)
 
     def render(self, events: Sequence[Tuple[float, float, int, int, int]],
@@ -87,7 +87,7 @@ class MidiRenderer:
           float32 mono waveform, shape [round(seconds * sample_rate)].
         """
         synth = self._tsf.Synth(samplerate=self.sample_rate)
-        sfid = synth.sfload(_soundfont_bytes())
+        sfid = synth.sfload(soundfont_bytes())
         for channel, program in programs.items():
             drums = channel == DRUM_CHANNEL
             synth.program_select(channel, sfid, 128 if drums else 0, 0 if drums else program,

@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from scipy import signal
 
-from msss_tf.data.realistic._deps import require
+from msss_tf.data.realistic.deps import require
 
 # eSpeak NG language voices with Latin-script orthography.
 LANGUAGES = (
@@ -247,7 +247,7 @@ class EspeakRenderer:
         return out
 
 
-def _trim(x: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
+def trim_silence(x: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
     """Drops leading and trailing near-silence (eSpeak pads utterances)."""
     idx = np.nonzero(np.abs(x) > threshold)[0]
     return x[idx[0]: idx[-1] + 1] if len(idx) else x[:0]
@@ -285,7 +285,7 @@ def speech_clip(rng: np.random.Generator, seconds: float, renderer: EspeakRender
     out = np.zeros(n, np.float32)
     pos = int(rng.uniform(0, 0.4) * sr)
     for wave in renderer.render(items):
-        wave = _trim(wave)
+        wave = trim_silence(wave)
         if pos >= n:
             break
         m = min(len(wave), n - pos)

@@ -42,8 +42,8 @@ from msss_tf.data.tasks.hear import (
     MissingTaskFilesError,
     dcase2016_task2_task,
     load_hear_task,
-    write_hear_task,
 )
+from msss_tf.data.tasks.hear_writer import write_hear_task
 from msss_tf.data.tasks.realistic_tasks import REALISTIC_TASK_NAMES, realistic_task
 from msss_tf.data.tasks.synthetic_tasks import SYNTHETIC_TASK_NAMES, synthetic_task
 from msss_tf.data.tasks.tfds_tasks import (

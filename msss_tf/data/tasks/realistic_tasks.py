@@ -126,7 +126,7 @@ def _keywords_split(split: str, scale: float, seed: int) -> List[Example]:
                  for word in KEYWORDS]
         # One eSpeak process per speaker: its 12 words are rendered in a fixed order.
         for cls, wave in enumerate(renderer.render(items)):
-            wave = speech._trim(wave)[:n - 160]
+            wave = speech.trim_silence(wave)[:n - 160]
             clip = np.zeros(n, np.float32)
             start = int(rng.integers(0, n - len(wave) - 80 + 1))
             clip[start:start + len(wave)] = wave
@@ -205,7 +205,7 @@ def _events_clip(rng, first_class: int, seconds: float, speech_renderer, midi_re
     labels = []
     for name, wave, _ in sources:
         if wave is None:
-            wave = speech._trim(next(spoken))
+            wave = speech.trim_silence(next(spoken))
         wave = wave[:n - SAMPLE_RATE // 10]
         begin, end = _active_span(wave)
         wave = wave[begin:end] / (np.max(np.abs(wave[begin:end])) + 1e-12)
@@ -239,7 +239,7 @@ def _events_split(split: str, scale: float, seed: int) -> List[Example]:
 # -------------------------------------------------------------------------- builder
 def _check_packages(name: str) -> None:
     """Fails at load time, not at the first split, when a renderer the task needs is missing."""
-    from msss_tf.data.realistic._deps import require, soundfont_path
+    from msss_tf.data.realistic.deps import require, soundfont_path
 
     if name in ("realistic_keywords", "realistic_events"):
         require("espeakng_loader", "espeakng-loader")

@@ -50,10 +50,10 @@ from typing import List
 import numpy as np
 
 from msss_tf.data.synthetic import (
-    _Identity,
-    _coloured_noise,
-    _render_note,
-    _wavetable,
+    ClipIdentity,
+    coloured_noise,
+    render_note,
+    wavetable,
 )
 from msss_tf.data.tasks.base import SPLITS, Example, InMemoryTask, resolve_scale
 
@@ -88,14 +88,14 @@ def _scaled(base: int, scale: float, minimum: int = 1) -> int:
 # ---------------------------------------------------------------------------- helpers
 def _noise(rng, alpha: float, num_samples: int) -> np.ndarray:
     """Unit-RMS 1/f^alpha noise (the pre-training corpus's noise generator)."""
-    return _coloured_noise(rng, types.SimpleNamespace(noise_alpha=alpha), num_samples,
+    return coloured_noise(rng, types.SimpleNamespace(noise_alpha=alpha), num_samples,
                            SAMPLE_RATE)
 
 
 def _table_tone(rng, identity, f0_track: np.ndarray) -> np.ndarray:
     """The identity's timbre following an arbitrary fundamental track (Hz per sample)."""
     top = float(f0_track.max())
-    table = _wavetable(identity, top, top, SAMPLE_RATE)
+    table = wavetable(identity, top, top, SAMPLE_RATE)
     phase = rng.random() + np.cumsum(f0_track / SAMPLE_RATE)
     index = (phase * _TABLE_SIZE).astype(np.int64) & (_TABLE_SIZE - 1)
     return table[index]
@@ -117,8 +117,8 @@ def _add_background(rng, clip: np.ndarray, low: float, high: float) -> np.ndarra
     return clip + np.float32(level) * _noise(rng, rng.uniform(-0.5, 2.0), clip.size)
 
 
-def _plain_identity(rng) -> _Identity:
-    identity = _Identity(rng, SAMPLE_RATE)
+def _plain_identity(rng) -> ClipIdentity:
+    identity = ClipIdentity(rng, SAMPLE_RATE)
     identity.glide_prob = 0.0
     identity.chord_prob = 0.0
     return identity
@@ -133,7 +133,7 @@ def _place_note(rng, identity, clip, start_s, duration_s, f0):
     begin = int(start_s * SAMPLE_RATE)
     length = min(int(duration_s * SAMPLE_RATE) + identity.release_ramp.size, clip.size - begin)
     if length > 1:
-        clip[begin:begin + length] += _render_note(rng, identity, f0, length, SAMPLE_RATE)
+        clip[begin:begin + length] += render_note(rng, identity, f0, length, SAMPLE_RATE)
 
 
 # ---------------------------------------------------------------------------- scene
@@ -219,7 +219,7 @@ def _scene_split(split: str, scale: float, seed: int) -> List[Example]:
 
 
 # ---------------------------------------------------------------------------- pitch
-def _instrument(rng, family: int) -> _Identity:
+def _instrument(rng, family: int) -> ClipIdentity:
     """One instrument of a timbre family: 0 near-pure, 1 reed, 2 bright, 3 plucked."""
     identity = _plain_identity(rng)
     k = np.arange(1, identity.harmonic_amps.size + 1)

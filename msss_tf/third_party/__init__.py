@@ -1,0 +1,1 @@
+"""Code vendored from other projects, unedited, with its origin and licence in its header."""
