@@ -9,7 +9,7 @@ The public names below are imported on first use (PEP 562), so that `import msss
 before it is needed: flags are checked in a fraction of a second.
 """
 
-import importlib
+from msss_tf.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -32,16 +32,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'msss_tf' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())

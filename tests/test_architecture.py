@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "msss_tf"
 MAX_LINES = 500
 
-BASE = {"config", "atomic", "outputs", "packages", "runs", "rundir", "tflite_file",
+BASE = {"config", "atomic", "lazy", "outputs", "packages", "runs", "rundir", "tflite_file",
         "tflite_metadata", "third_party", "__init__"}
 # stage -> the stages its modules may import (besides the base modules and itself)
 MAY_IMPORT = {

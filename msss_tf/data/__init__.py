@@ -17,7 +17,7 @@ keras are installed).
 
 from __future__ import annotations
 
-import importlib
+from msss_tf.lazy import lazy_exports
 
 _PUBLIC = {
     # audio.py
@@ -58,17 +58,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name):
-    module = _PUBLIC.get(name)
-    if module is None:
-        # Also how `from msss_tf.data import tasks` finds a submodule not imported yet.
-        raise AttributeError(f"module 'msss_tf.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())

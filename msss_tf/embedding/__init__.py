@@ -23,7 +23,7 @@ are imported on first use (PEP 562), so `import msss_tf.embedding` loads no Tens
 The HEAR 2021 API on top of this package is `msss_tf.hear`.
 """
 
-import importlib
+from msss_tf.lazy import lazy_exports
 
 _PUBLIC = {
     "AudioEmbedder": "contract",
@@ -48,16 +48,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'msss_tf.embedding' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"msss_tf.embedding.{module}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())

@@ -10,7 +10,7 @@
 The public names below are imported on first use (PEP 562).
 """
 
-import importlib
+from msss_tf.lazy import lazy_exports
 
 _PUBLIC = {
     "embed_split": "embeddings",
@@ -22,16 +22,4 @@ _PUBLIC = {
 }
 
 __all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'msss_tf.evaluation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"msss_tf.evaluation.{module}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
