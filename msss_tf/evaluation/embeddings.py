@@ -23,6 +23,7 @@ from msss_tf.atomic import atomic_path, write_json_atomically
 from msss_tf.embedding import Embedder
 from msss_tf.outputs import writing_to
 
+
 # -------------------------------------------------------------------- embeddings
 def encoder_fingerprint(embedder: Embedder) -> str:
     """A short hash of the encoder's weights, config and embedding settings."""
