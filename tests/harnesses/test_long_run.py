@@ -130,3 +130,23 @@ def test_layer_rows_of_old_and_new_csvs_at_one_layer(tmp_path):
         ("pre-trained", 0, 0.5), ("pre-trained", 1, 0.3), ("random init (BN at init)", 1, 0.2)]
     assert all(r["recipe"] == "clip" and r["layer"] == "stage3" for r in rows)
     assert "| clip | 2000 | 2 | 0.400 ± 0.141 |" in summary_table(rows)
+
+
+def test_run_labels_name_every_departure_from_the_loss_defaults():
+    """Two recipes never share a label (`layers_summary` averages the rows of one label as
+    seeds of one recipe)."""
+    from experiments.long_run import run_label
+    from msss_tf.config import MSSSConfig
+
+    assert run_label(MSSSConfig(losses=("clip",), seed=2)) == ("clip seed 2", "clip")
+    batch = MSSSConfig(frame_negatives="batch")
+    assert run_label(batch)[1] == "clip+frame+pitch (frame negatives: batch)"
+    labels = {run_label(batch.replace(**change))[1] for change in (
+        {}, {"lambda_pitch": 0.1}, {"lambda_frame": 0.5},
+        {"pitch_ratio_min": 0.985, "pitch_ratio_max": 1.015})}
+    assert labels == {"clip+frame+pitch (frame negatives: batch)",
+                      "clip+frame+pitch (frame negatives: batch, lambda_pitch 0.1)",
+                      "clip+frame+pitch (frame negatives: batch, lambda_frame 0.5)",
+                      "clip+frame+pitch (frame negatives: batch, pitch shift 0.985-1.015)"}
+    # Settings of a loss that is off do not count.
+    assert run_label(MSSSConfig(losses=("clip",), lambda_pitch=0.1))[1] == "clip"
