@@ -12,6 +12,29 @@ import os
 from msss_tf.atomic import atomic_path
 
 
+def run_label(config):
+    """(run, recipe): "clip+frame+pitch (frame negatives: batch) seed 0" and the same
+    without the seed. Every loss setting that departs from the defaults is named, so
+    runs of different recipes never share a row of `layers_summary`."""
+    from msss_tf.config import MSSSConfig
+
+    default = MSSSConfig()
+    notes = []
+    if "frame" in config.losses and config.frame_negatives != default.frame_negatives:
+        notes.append(f"frame negatives: {config.frame_negatives}")
+    if "frame" in config.losses and config.frame_positives != default.frame_positives:
+        notes.append(f"frame positives: {config.frame_positives}")
+    if "frame" in config.losses and config.lambda_frame != default.lambda_frame:
+        notes.append(f"lambda_frame {config.lambda_frame:g}")
+    if "pitch" in config.losses and config.lambda_pitch != default.lambda_pitch:
+        notes.append(f"lambda_pitch {config.lambda_pitch:g}")
+    if config.needs_shifted_view and (config.pitch_ratio_min, config.pitch_ratio_max) != (
+            default.pitch_ratio_min, default.pitch_ratio_max):
+        notes.append(f"pitch shift {config.pitch_ratio_min:g}-{config.pitch_ratio_max:g}")
+    recipe = "+".join(config.losses) + (f" ({', '.join(notes)})" if notes else "")
+    return f"{recipe} seed {config.seed}", recipe
+
+
 def write_curve(rows, out):
     """CSV, a Markdown table (last step of each run beside the references) and a plot."""
     import csv

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 from absl import app, flags
 
-from experiments.curve_tables import (read_layer_rows, summary_table, write_curve,
-                                      write_layers)
+from experiments.curve_tables import (read_layer_rows, run_label, summary_table,
+                                      write_curve, write_layers)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "The run directory (train, curve).")
@@ -196,29 +195,6 @@ def run_encoders(run_dir, steps):
             encoders.append(("pre-trained", step, f"step-{step:06d}",
                              lambda path=path: Embedder.from_path(path)))
     return config, encoders
-
-
-def run_label(config):
-    """(run, recipe): "clip+frame+pitch (frame negatives: batch) seed 0" and the same
-    without the seed. Every loss setting that departs from the defaults is named, so
-    runs of different recipes never share a row of `layers_summary`."""
-    from msss_tf.config import MSSSConfig
-
-    default = MSSSConfig()
-    notes = []
-    if "frame" in config.losses and config.frame_negatives != default.frame_negatives:
-        notes.append(f"frame negatives: {config.frame_negatives}")
-    if "frame" in config.losses and config.frame_positives != default.frame_positives:
-        notes.append(f"frame positives: {config.frame_positives}")
-    if "frame" in config.losses and config.lambda_frame != default.lambda_frame:
-        notes.append(f"lambda_frame {config.lambda_frame:g}")
-    if "pitch" in config.losses and config.lambda_pitch != default.lambda_pitch:
-        notes.append(f"lambda_pitch {config.lambda_pitch:g}")
-    if config.needs_shifted_view and (config.pitch_ratio_min, config.pitch_ratio_max) != (
-            default.pitch_ratio_min, default.pitch_ratio_max):
-        notes.append(f"pitch shift {config.pitch_ratio_min:g}-{config.pitch_ratio_max:g}")
-    recipe = "+".join(config.losses) + (f" ({', '.join(notes)})" if notes else "")
-    return f"{recipe} seed {config.seed}", recipe
 
 
 def curve_rows(run_dir, tasks, steps):

@@ -135,7 +135,7 @@ def test_layer_rows_of_old_and_new_csvs_at_one_layer(tmp_path):
 def test_run_labels_name_every_departure_from_the_loss_defaults():
     """Two recipes never share a label (`layers_summary` averages the rows of one label as
     seeds of one recipe)."""
-    from experiments.long_run import run_label
+    from experiments.curve_tables import run_label
     from msss_tf.config import MSSSConfig
 
     assert run_label(MSSSConfig(losses=("clip",), seed=2)) == ("clip seed 2", "clip")
