@@ -175,3 +175,15 @@ def test_old_keras_files_load_after_the_modules_moved(tmp_path):
     for a, b in zip(model.weights, loaded.weights):
         assert a.shape == b.shape
         assert (keras.ops.convert_to_numpy(a) == keras.ops.convert_to_numpy(b)).all()
+
+
+@pytest.mark.parametrize("package", ["msss_tf", "msss_tf.data", "msss_tf.model", "msss_tf.training",
+                                     "msss_tf.embedding", "msss_tf.evaluation"])
+def test_no_public_name_is_also_a_submodule(package):
+    """`package.x` would be the function before `import package.x` and the module after."""
+    import importlib
+
+    folder = ROOT / package.replace(".", "/")
+    submodules = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if p.is_dir()}
+    clash = set(importlib.import_module(package).__all__) & submodules
+    assert not clash, f"{package} exports names of its submodules: {clash}"
