@@ -9,6 +9,8 @@ setup(
     ),
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["msss_tf", "msss_tf.*"]),
+    # The shipped pre-trained encoder (msss_tf.embedding.shipped).
+    package_data={"msss_tf": ["checkpoints/*.keras", "checkpoints/*.json"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<3.16",

@@ -94,6 +94,11 @@ def check_packages(command, fv) -> None:
         require_modules(["espeakng_loader", "tinysoundfont", "pretty_midi"], "msss-tf corpus",
                         hint=CORPUS_INSTALL_HINT)
     elif command == "demo":
+        if fv.tasks == "realistic":  # auto falls back to the synthetic tasks without them
+            from msss_tf.packages import CORPUS_INSTALL_HINT
+
+            require_modules(["espeakng_loader", "tinysoundfont", "pretty_midi"],
+                            "msss-tf demo --tasks=realistic", hint=CORPUS_INSTALL_HINT)
         needs += ["sed_eval", "dcase_util"]  # the events probe
         if fv.export_dir:
             needs.append("ai_edge_litert")  # the float32 TFLite export

@@ -17,6 +17,7 @@ Modules:
 * `logmel`: `LogMelStatsEmbedder`, the log-mel front end alone (a reference row).
 * `paths`: `resolve_model`, `load_embedder`: one resolver for every model path.
 * `files`: `embed_file` (a file of any length in bounded memory), `save_npz_streamed`.
+* `shipped`: `shipped_checkpoint`, the pre-trained encoder shipped in `msss_tf/checkpoints/`.
 
 The run-directory layout the resolver reads is `msss_tf.rundir`. The public names below
 are imported on first use (PEP 562), so `import msss_tf.embedding` loads no TensorFlow.
@@ -45,6 +46,9 @@ _PUBLIC = {
     "load_embedder": "paths",
     "embed_file": "files",
     "save_npz_streamed": "files",
+    "ShippedCheckpoint": "shipped",
+    "shipped_checkpoint": "shipped",
+    "shipped_checkpoint_names": "shipped",
 }
 
 __all__ = sorted(_PUBLIC)

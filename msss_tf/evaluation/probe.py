@@ -303,10 +303,11 @@ def run_probes(model, tasks, settings: ProbeSettings, out_dir: str, data_dir=Non
     Args:
         model: a run directory or .keras path, or an `Embedder` (or an object with its
             `scene_embeddings` / `timestamp_embeddings` methods).
-        tasks: task names or HEAR folders (see `msss_tf.data.tasks.load_task`).
+        tasks: task names or HEAR folders (see `msss_tf.data.tasks.load_task`), or `Task`
+            objects (a built-in task rendered once serves several encoders).
         export_dir: base folder for probe SavedModels (`<task>_<probe>/<version>`), or None.
     """
-    from msss_tf.data.tasks import load_task
+    from msss_tf.data.tasks import Task, load_task
     from msss_tf.export import export_probe, next_version
 
     if isinstance(model, (str, os.PathLike)):
@@ -316,7 +317,8 @@ def run_probes(model, tasks, settings: ProbeSettings, out_dir: str, data_dir=Non
         embedder, name = model, encoder_name or "embedder"
     from msss_tf.packages import require_modules
 
-    loaded = [load_task(t, data_dir=data_dir) for t in tasks]  # fail early on a bad name
+    loaded = [t if isinstance(t, Task) else load_task(t, data_dir=data_dir)
+              for t in tasks]  # fail early on a bad name
     # A read-only output folder fails now, not after the embeddings are computed.
     ensure_writable_folder(out_dir, "the probe results (--out_dir)")
     if export_dir:

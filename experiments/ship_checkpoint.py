@@ -1,0 +1,133 @@
+"""Choose a long run's checkpoint by its validation scores and ship it with the package.
+
+    python -m experiments.ship_checkpoint --run_dirs=runs/long/clip-s0,runs/long/clip-s1,... \
+        --step=8000 --layer=stage3 --name=cola_realistic_x05 \
+        --label="COLA (L_clip), 8000 steps on the realistic corpus" \
+        --commit=$(git rev-parse HEAD) --corpus_command="msss-tf corpus --minutes=60 --seed=0"
+
+Every candidate must have been probed at `--step` and `--layer` by
+`python -m experiments.long_run layers` (its cached results under
+`RUN/layers/step-NNNNNN-LAYER/TASK/results.csv` are read, nothing is re-run). The run
+whose mean validation score over the tasks' first metrics is highest is chosen: test
+scores play no part in the choice. Its model is re-saved without optimizer state to
+`msss_tf/checkpoints/NAME.keras`, and `NAME.json` records the recipe, the corpus, the
+commit, the rule, every candidate's scores and the file's SHA-256
+(`msss_tf.embedding.shipped` reads it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+from absl import app, flags
+
+from experiments.curve_tables import run_label
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("run_dirs", None, "Candidate long-run directories.")
+flags.DEFINE_integer("step", 8000, "Training step of the checkpoints to compare.")
+flags.DEFINE_string("layer", "stage3", "Layer the probes read (and the record recommends).")
+flags.DEFINE_string("name", "cola_realistic_x05", "Checkpoint name (file stem).")
+flags.DEFINE_string("label", None, "Short description for tables.")
+flags.DEFINE_string("commit", None, "Commit of the code that trained the runs.")
+flags.DEFINE_string("corpus_command", None, "The command that built the corpus.")
+flags.DEFINE_string("out_dir", None, "Default: msss_tf/checkpoints.")
+flags.DEFINE_list("tasks", ["realistic_keywords", "realistic_pitch", "realistic_events"],
+                  "Tasks whose first metric's validation score chooses the run.")
+
+FIRST_METRIC = {"realistic_keywords": "top1_acc", "realistic_pitch": "pitch_acc",
+                "realistic_events": "event_onset_fscore"}
+
+
+def probe_scores(run_dir, step, layer, tasks):
+    """{split: {task/metric: value}} from the run's cached `layers` probe results."""
+    scores = {}
+    for task in tasks:
+        path = os.path.join(run_dir, "layers", f"step-{step:06d}-{layer}", task, "results.csv")
+        if not os.path.exists(path):
+            raise app.UsageError(f"{path} is missing: run `python -m experiments.long_run "
+                                 f"layers --run_dirs={run_dir} --curve_steps={step} "
+                                 f"--layers={layer}` first")
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                scores.setdefault(row["split"], {})[f"{task}/{row['metric']}"] = float(
+                    row["value"])
+    return scores
+
+
+def checkpoint_file(run_dir, step):
+    with open(os.path.join(run_dir, "long_run.json")) as f:
+        per_epoch = json.load(f)["steps_per_epoch"]
+    name = f"epoch-{step // per_epoch:04d}.keras"
+    for sub in ("kept", "checkpoints"):
+        if os.path.exists(os.path.join(run_dir, sub, name)):
+            return os.path.join(run_dir, sub, name)
+    raise app.UsageError(f"{run_dir}: no checkpoint {name} (step {step})")
+
+
+def main(argv):
+    del argv
+    from msss_tf.atomic import write_json_atomically
+    from msss_tf.embedding.keras_model import load_msss_model
+    from msss_tf.embedding.shipped import CHECKPOINT_DIR, RECORD_FORMAT, sha256_of
+
+    if not FLAGS.run_dirs or not FLAGS.label or not FLAGS.commit:
+        raise app.UsageError("--run_dirs, --label and --commit are required")
+    candidates = []
+    for run_dir in FLAGS.run_dirs:
+        scores = probe_scores(run_dir, FLAGS.step, FLAGS.layer, FLAGS.tasks)
+        valid = [scores["valid"][f"{t}/{FIRST_METRIC[t]}"] for t in FLAGS.tasks]
+        candidates.append({"run_dir": run_dir, "valid_mean": sum(valid) / len(valid),
+                           "scores": scores})
+    chosen = max(candidates, key=lambda c: c["valid_mean"])
+    model = load_msss_model(checkpoint_file(chosen["run_dir"], FLAGS.step))
+    out_dir = FLAGS.out_dir or CHECKPOINT_DIR
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{FLAGS.name}.keras")
+    model.save(path)  # loaded without compile: no optimizer state
+    config = model.msss_config
+    with open(os.path.join(chosen["run_dir"], "long_run.json")) as f:
+        manifest_path = json.load(f).get("corpus_manifest")
+    corpus = {"command": FLAGS.corpus_command}
+    if manifest_path and os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        corpus.update({k: manifest[k] for k in ("seed", "minutes_requested", "seconds_total",
+                                                 "num_clips", "clips_per_kind", "renderers")
+                       if k in manifest})
+    record = {
+        "format": RECORD_FORMAT,
+        "format_version": 1,
+        "name": FLAGS.name,
+        "file": os.path.basename(path),
+        "sha256": sha256_of(path),
+        "label": FLAGS.label,
+        "recipe": run_label(config)[1],
+        "train_steps": FLAGS.step,
+        "batch_size": config.batch_size,
+        "embedding_layer": FLAGS.layer,
+        "commit": FLAGS.commit,
+        "training_command": (
+            f"python -m experiments.long_run train --run_dir=RUN --corpus_dir=CORPUS "
+            f"--losses={','.join(config.losses)} --seed={config.seed} "
+            f"--train_steps={FLAGS.step} --threads=1"),
+        "corpus": corpus,
+        "selection": (f"of {len(candidates)} runs at step {FLAGS.step}, the highest mean "
+                      f"validation score over {', '.join(FLAGS.tasks)} (first metric each), "
+                      f"probes read at {FLAGS.layer}; test scores took no part"),
+        "candidates": [{"run": os.path.basename(c["run_dir"].rstrip("/")),
+                        "valid_mean": round(c["valid_mean"], 6), "scores": c["scores"]}
+                       for c in candidates],
+        "chosen": os.path.basename(chosen["run_dir"].rstrip("/")),
+        "config": config.to_dict(),
+    }
+    write_json_atomically(os.path.join(out_dir, f"{FLAGS.name}.json"), record)
+    print(f"shipped {record['chosen']} as {path} ({os.path.getsize(path) / 1e6:.1f} MB); "
+          f"validation means: " + ", ".join(
+              f"{c['run']} {c['valid_mean']:.3f}" for c in record["candidates"]))
+
+
+if __name__ == "__main__":
+    app.run(main)
