@@ -71,7 +71,8 @@ def main(argv):
     del argv
     from msss_tf.atomic import write_json_atomically
     from msss_tf.embedding.keras_model import load_msss_model
-    from msss_tf.embedding.shipped import CHECKPOINT_DIR, RECORD_FORMAT, sha256_of
+    from msss_tf.atomic import file_sha256
+    from msss_tf.embedding.shipped import CHECKPOINT_DIR, RECORD_FORMAT
 
     if not FLAGS.run_dirs or not FLAGS.label or not FLAGS.commit:
         raise app.UsageError("--run_dirs, --label and --commit are required")
@@ -102,7 +103,7 @@ def main(argv):
         "format_version": 1,
         "name": FLAGS.name,
         "file": os.path.basename(path),
-        "sha256": sha256_of(path),
+        "sha256": file_sha256(path),
         "label": FLAGS.label,
         "recipe": run_label(config)[1],
         "train_steps": FLAGS.step,

@@ -5,6 +5,7 @@ so a run folder's leftovers have one recognisable shape (`pretrain` removes them
 
 Writes that commit several files or a folder at once (TFRecord shards, the corpus
 arrays, SavedModel folders, Keras checkpoints and backups) keep their own protocols.
+`file_sha256` is the checksum that verifies such files later.
 """
 
 from __future__ import annotations
@@ -56,3 +57,14 @@ def write_json_atomically(path: str, obj: dict, **dump_kwargs) -> str:
         json.dump(obj, f, indent=2, **dump_kwargs)
         f.write("\n")
     return path
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

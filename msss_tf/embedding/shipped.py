@@ -18,10 +18,11 @@ recipe, corpus, code commit, how it was chosen, its probe scores and the file's 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from typing import Dict, List, Optional
+
+from msss_tf.atomic import file_sha256
 
 CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "checkpoints")
@@ -38,14 +39,6 @@ ARCHITECTURE_FIELDS = ("sample_rate", "stft_window", "stft_hop", "fft_length", "
 
 class ShippedCheckpointError(ValueError):
     """A shipped checkpoint is missing, unreadable or does not match its record."""
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +77,7 @@ class ShippedCheckpoint:
         """The `MSSSModel`, after checking the file against the record's SHA-256."""
         from msss_tf.embedding.keras_model import load_msss_model
 
-        actual = sha256_of(self.path)
+        actual = file_sha256(self.path)
         if actual != self.record["sha256"]:
             raise ShippedCheckpointError(
                 f"{self.path}: the shipped checkpoint {self.name!r} is damaged: its SHA-256 "

@@ -19,7 +19,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from msss_tf.atomic import atomic_path, write_json_atomically
+from msss_tf.atomic import atomic_path, file_sha256, write_json_atomically
 from msss_tf.embedding import Embedder
 from msss_tf.outputs import writing_to
 
@@ -137,14 +137,6 @@ def _content_sha256(ids, labels) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _split_data(kind: str, ids, labels, arrays) -> dict:
     data = {"ids": ids, "labels": labels}
     if kind == "scene":
@@ -169,7 +161,7 @@ def write_embedding_cache(npz_path: str, json_path: str, meta: dict, arrays: dic
                 np.savez(f, **arrays)
             meta = dict(meta, arrays={name: {"shape": list(a.shape), "dtype": a.dtype.name}
                                       for name, a in arrays.items()},
-                        npz_sha256=_file_sha256(tmp),
+                        npz_sha256=file_sha256(tmp),
                         content_sha256=_content_sha256(meta["ids"], meta["labels"]),
                         written=time.strftime("%Y-%m-%d %H:%M:%S"))
         write_json_atomically(json_path, meta)
@@ -225,7 +217,7 @@ def _read_embedding_cache(npz_path, json_path, expect):
             for name, dtype in wanted.items()):
         raise _Untrusted(json_path, f"arrays {specs} are not {wanted}")
     try:
-        checksum = _file_sha256(npz_path)
+        checksum = file_sha256(npz_path)
     except OSError as e:
         raise _Untrusted(npz_path, f"unreadable ({e})") from e
     if checksum != meta.get("npz_sha256"):

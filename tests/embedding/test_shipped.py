@@ -10,7 +10,8 @@ import pytest
 
 from msss_tf.demo import demo_config
 from msss_tf.embedding import shipped
-from msss_tf.embedding.shipped import (ShippedCheckpointError, sha256_of, shipped_checkpoint,
+from msss_tf.atomic import file_sha256
+from msss_tf.embedding.shipped import (ShippedCheckpointError, shipped_checkpoint,
                                        shipped_checkpoint_names)
 
 
@@ -18,7 +19,7 @@ def test_the_default_checkpoint_is_shipped_with_a_complete_record():
     checkpoint = shipped_checkpoint()
     record = checkpoint.record
     assert checkpoint.name in shipped_checkpoint_names()
-    assert sha256_of(checkpoint.path) == record["sha256"]
+    assert file_sha256(checkpoint.path) == record["sha256"]
     assert os.path.getsize(checkpoint.path) < 8e6  # "a few MB"
     assert re.fullmatch(r"[0-9a-f]{40}", record["commit"])
     assert record["corpus"]["seed"] == 0 and record["corpus"]["command"]
