@@ -12,6 +12,19 @@ import os
 from msss_tf.atomic import atomic_path
 
 
+def checkpoint_at_step(run_dir, step, steps_per_epoch):
+    """Path of a long run's checkpoint at `step` (RUN/kept/ first, then RUN/checkpoints/),
+    or None when the run has none there. Raises ValueError when `step` is not a multiple
+    of `steps_per_epoch` (checkpoints are written once per epoch)."""
+    if step % steps_per_epoch:
+        raise ValueError(f"{step} is not a multiple of the run's {steps_per_epoch} steps "
+                         f"per epoch")
+    name = f"epoch-{step // steps_per_epoch:04d}.keras"
+    return next((p for p in (os.path.join(run_dir, "kept", name),
+                             os.path.join(run_dir, "checkpoints", name))
+                 if os.path.exists(p)), None)
+
+
 def run_label(config):
     """(run, recipe): "clip+frame+pitch (frame negatives: batch) seed 0" and the same
     without the seed. Every loss setting that departs from the defaults is named, so

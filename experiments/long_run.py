@@ -29,8 +29,8 @@ import time
 
 from absl import app, flags
 
-from experiments.curve_tables import (read_layer_rows, run_label, summary_table,
-                                      write_curve, write_layers)
+from experiments.curve_tables import (checkpoint_at_step, read_layer_rows, run_label,
+                                      summary_table, write_curve, write_layers)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "The run directory (train, curve).")
@@ -184,13 +184,10 @@ def run_encoders(run_dir, steps):
                          ("random init (BN at init)", 0, "random_init_bn_at_init",
                           lambda: Embedder.random_init(config, seed=config.seed))]
             continue
-        if step % per_epoch:
-            raise app.UsageError(f"--curve_steps: {step} is not a multiple of the run's "
-                                 f"{per_epoch} steps per epoch")
-        name = f"epoch-{step // per_epoch:04d}.keras"
-        path = next((p for p in (os.path.join(run_dir, "kept", name),
-                                 os.path.join(run_dir, "checkpoints", name))
-                     if os.path.exists(p)), None)
+        try:
+            path = checkpoint_at_step(run_dir, step, per_epoch)
+        except ValueError as e:
+            raise app.UsageError(f"--curve_steps: {e}") from e
         if path:
             encoders.append(("pre-trained", step, f"step-{step:06d}",
                              lambda path=path: Embedder.from_path(path)))

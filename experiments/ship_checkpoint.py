@@ -23,7 +23,7 @@ import os
 
 from absl import app, flags
 
-from experiments.curve_tables import run_label
+from experiments.curve_tables import checkpoint_at_step, run_label
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("run_dirs", None, "Candidate long-run directories.")
@@ -59,12 +59,10 @@ def probe_scores(run_dir, step, layer, tasks):
 
 def checkpoint_file(run_dir, step):
     with open(os.path.join(run_dir, "long_run.json")) as f:
-        per_epoch = json.load(f)["steps_per_epoch"]
-    name = f"epoch-{step // per_epoch:04d}.keras"
-    for sub in ("kept", "checkpoints"):
-        if os.path.exists(os.path.join(run_dir, sub, name)):
-            return os.path.join(run_dir, sub, name)
-    raise app.UsageError(f"{run_dir}: no checkpoint {name} (step {step})")
+        path = checkpoint_at_step(run_dir, step, json.load(f)["steps_per_epoch"])
+    if path is None:
+        raise app.UsageError(f"{run_dir}: no checkpoint at step {step}")
+    return path
 
 
 def main(argv):

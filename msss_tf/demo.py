@@ -185,16 +185,16 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
     def test_values(rows):
         return {(r["task"], r["metric"]): float(r["value"]) for r in rows if r["split"] == "test"}
 
-    trained = test_values(trained_rows)
+    # Columns: the references, this run, then the shipped checkpoint (the one the table is about).
     values = {key: test_values(reference_rows[key]) for key, _, _ in columns}
-    table = [(task, metric, *(values[key][(task, metric)] for key, _, _ in columns), value)
-             for (task, metric), value in trained.items()]
-    if checkpoint:  # the shipped checkpoint last: the column the table is about
-        table = [row[:-2] + (row[-1], row[-2]) for row in table]
-        headers = [label for _, label, _ in columns[:-1]] + ["this run (MSSS pre-trained)",
-                                                             "shipped pre-trained"]
-    else:
-        headers = [label for _, label, _ in columns] + ["MSSS pre-trained"]
+    values["trained"] = test_values(trained_rows)
+    trained_label = "this run (MSSS pre-trained)" if checkpoint else "MSSS pre-trained"
+    order = [(key, label) for key, label, _ in columns if key != "shipped"]
+    order += [("trained", trained_label)]
+    order += [(key, label) for key, label, _ in columns if key == "shipped"]
+    headers = [label for _, label in order]
+    table = [(task, metric, *(values[key][(task, metric)] for key, _ in order))
+             for task, metric in values["trained"]]
     print("\nResults: linear probes on frozen embeddings, test split (higher is better)")
     print(format_table(table, ("task", "metric", *headers)))
     print(f"MSSS pre-trained: this run, {result.steps} steps on synthetic tones"

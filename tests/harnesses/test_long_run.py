@@ -150,3 +150,19 @@ def test_run_labels_name_every_departure_from_the_loss_defaults():
                       "clip+frame+pitch (frame negatives: batch, pitch shift 0.985-1.015)"}
     # Settings of a loss that is off do not count.
     assert run_label(MSSSConfig(losses=("clip",), lambda_pitch=0.1))[1] == "clip"
+
+
+def test_checkpoint_at_step_prefers_kept_milestones_and_refuses_off_epoch_steps(tmp_path):
+    from experiments.curve_tables import checkpoint_at_step
+
+    for sub in ("kept", "checkpoints"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "checkpoints" / "epoch-0004.keras").write_bytes(b"x")
+    (tmp_path / "kept" / "epoch-0008.keras").write_bytes(b"x")
+    (tmp_path / "checkpoints" / "epoch-0008.keras").write_bytes(b"x")
+    assert checkpoint_at_step(str(tmp_path), 1000, 250) == str(
+        tmp_path / "checkpoints" / "epoch-0004.keras")
+    assert checkpoint_at_step(str(tmp_path), 2000, 250) == str(tmp_path / "kept" / "epoch-0008.keras")
+    assert checkpoint_at_step(str(tmp_path), 500, 250) is None
+    with pytest.raises(ValueError, match="not a multiple of the run's 250 steps"):
+        checkpoint_at_step(str(tmp_path), 300, 250)
