@@ -82,6 +82,7 @@ from gpu_pretrain_outputs import (device_memory, save_weights, weights_fingerpri
 SUMMARY_NAME = "summary.json"
 LOSSES_NAME = "losses.csv"
 LOSS_COLUMNS = ("loss", "clip_loss", "frame_loss", "pitch_loss", "clip_accuracy")
+MAX_RETURNED_FILES = 8  # what one device call brings back from $OUT
 
 _STOP = {"reason": None}  # set by SIGTERM
 
@@ -398,6 +399,10 @@ def main(argv=None):
             mb = sum(b for _, b in written) / 2**20
             say(f"checkpoint at step {args.start_step + self.step}: {len(written)} files, "
                 f"{mb:.1f} MiB, largest {max(b for _, b in written) / 2**20:.1f} MiB")
+            files = len(os.listdir(out_dir)) + 1  # and the device command's train.log
+            if files > MAX_RETURNED_FILES:
+                say(f"WARNING: {files} files in {out_dir}; a device call brings back "
+                    f"{MAX_RETURNED_FILES}: raise --max_shard_mb or save less")
 
         def update_summary(self, target, status):
             target["status"] = status

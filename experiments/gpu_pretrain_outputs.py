@@ -51,12 +51,19 @@ def save_weights(model, out_dir, max_shard_mb) -> list:
     last the index up into out_dir; returns [(file name, bytes)]. A kill before the moves
     leaves the previous checkpoint whole; only a kill between the moves (microseconds)
     can leave an index and shards of different checkpoints."""
+    from keras.src.saving import saving_lib  # objects_to_skip is not in the public API
+
     staging = os.path.join(out_dir, STAGING_NAME)
     os.makedirs(staging, exist_ok=True)
     for name in os.listdir(staging):
         os.remove(os.path.join(staging, name))
-    model.save_weights(os.path.join(staging, WEIGHTS_NAME),
-                       max_shard_size=max_shard_mb * 1e6 / 1024**3)
+    # Model.save_weights would add the optimiser's state (Adam's two moments: 3x the size,
+    # 6 shards for B0, more files than come back from the device); the saving library's
+    # objects_to_skip leaves it out. Loading is Model.load_weights as before.
+    saving_lib.save_weights_only(
+        model, os.path.join(staging, WEIGHTS_NAME),
+        max_shard_size=max_shard_mb * 1e6 / 1024**3,
+        objects_to_skip=[model.optimizer] if getattr(model, "optimizer", None) else None)
     names = sorted(os.listdir(staging), key=lambda n: (n == WEIGHTS_NAME, n))
     written = [(name, os.path.getsize(os.path.join(staging, name))) for name in names]
     stale = {n for n in os.listdir(out_dir)

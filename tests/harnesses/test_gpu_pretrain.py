@@ -110,6 +110,9 @@ def check_output_folder(out):
     for name in ("weights.weights.json", "weights_00000.weights.h5", "msss_config.json",
                  "losses.csv", "summary.json"):
         assert name in names, names
+    with open(os.path.join(out, "weights.weights.json")) as f:
+        saved = json.load(f)["weight_map"]
+    assert not [p for p in saved if p.startswith("/optimizer")], "optimiser state saved"
     with open(os.path.join(out, "summary.json")) as f:
         return json.load(f)
 
