@@ -5,8 +5,8 @@
 #   bash experiments/gpu_pretrain_prep.sh               # render the corpus on the host
 #   bash experiments/gpu_pretrain_prep.sh CORPUS_DIR    # carry arrays of CORPUS_DIR
 #
-# Render mode (no argument; the default): the device command renders RENDER_MINUTES (240:
-# ~2,060 clips of 4-10 s) of the realistic corpus with msss_tf.data.realistic.build_corpus
+# Render mode (no argument; the default): the device command renders RENDER_MINUTES (960:
+# ~8,250 clips of 4-10 s) of the realistic corpus with msss_tf.data.realistic.build_corpus
 # on the host's CPUs before training (gpu_pretrain_jax.py --render_minutes), so no audio
 # travels, only the renderers' wheels (below). Arrays mode (a corpus folder given):
 # 1. .gpu/arrays: corpus arrays (int16 audio.npy + offsets.npy + arrays.json) of the first
@@ -31,7 +31,7 @@
 #    sizes (the working tree plus carried folders must stay under 64 MiB) and the `run`
 #    call: command, carry ([".whl"], or [".whl", ".gpu"] with arrays), timeout_s.
 #
-# Environment: RENDER_MINUTES=240, RENDER_SEED=0 (render mode); MAX_MINUTES=20,
+# Environment: RENDER_MINUTES=960, RENDER_SEED=0 (render mode); MAX_MINUTES=20,
 # MAX_CLIP_SECONDS=10 (write_corpus_arrays's clip split), ARRAYS_DIR=.gpu/arrays (arrays
 # mode); WHEEL_DIR=.whl, PYTHON (default .venv/bin/python, else python3),
 # KERAS_VERSION=3.15.1, NAMEX_VERSION=0.1.0, OPTREE_VERSION=0.20.0, and for render mode
@@ -39,14 +39,16 @@
 # ESPEAKNG_LOADER_VERSION=0.2.4, TINYSOUNDFONT_VERSION=0.3.7,
 # PRETTY_MIDI_VERSION=0.2.11.post0, MIDO_VERSION=1.3.3; SKIP_WHEELS=1 (no download),
 # SKIP_EXCLUDE=1 (leave .git/info/exclude alone; the tests use both), WALL_SECONDS=540 and
-# TIMEOUT_S=600 (the printed command's budget).
+# TIMEOUT_S=600 (the printed command's budget), TRAIN_FLAGS (more flags for
+# gpu_pretrain_jax.py, e.g. "--losses=clip" or "--set=pitch_ratio_min=0.985
+# --set=pitch_ratio_max=1.015"; default none: all three losses, MSSSConfig's defaults).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 CORPUS=${1:-}
 if [[ -n "$CORPUS" ]]; then MODE=arrays; else MODE=render; fi
-RENDER_MINUTES=${RENDER_MINUTES:-240}
+RENDER_MINUTES=${RENDER_MINUTES:-960}
 RENDER_SEED=${RENDER_SEED:-0}
 MAX_MINUTES=${MAX_MINUTES:-20}
 MAX_CLIP_SECONDS=${MAX_CLIP_SECONDS:-10}
@@ -67,6 +69,7 @@ PRETTY_MIDI_VERSION=${PRETTY_MIDI_VERSION:-0.2.11.post0}
 MIDO_VERSION=${MIDO_VERSION:-1.3.3}
 WALL_SECONDS=${WALL_SECONDS:-540}
 TIMEOUT_S=${TIMEOUT_S:-600}
+TRAIN_FLAGS=${TRAIN_FLAGS:-}
 
 if [[ "${SKIP_EXCLUDE:-0}" != "1" ]]; then
   EXCLUDE=$(git rev-parse --git-path info/exclude)
@@ -178,7 +181,7 @@ else
   CARRY_JSON=("$(dirname "$ARRAYS_DIR")" "$WHEEL_DIR")
 fi
 if [[ "$WHEEL_DIR" == /* ]]; then SITE=$WHEEL_DIR/site; else SITE=\$PWD/$WHEEL_DIR/site; fi
-COMMAND="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $WHEEL_DIR/site $WHEEL_DIR/*.whl && export PYTHONPATH=$SITE || exit; set -o pipefail; PYTHONUNBUFFERED=1 python3 experiments/gpu_pretrain_jax.py $DATA --out_dir=\$OUT --require_gpu --wall_seconds=$WALL_SECONDS 2>&1 | tee \$OUT/train.log"
+COMMAND="python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $WHEEL_DIR/site $WHEEL_DIR/*.whl && export PYTHONPATH=$SITE || exit; set -o pipefail; PYTHONUNBUFFERED=1 python3 experiments/gpu_pretrain_jax.py $DATA --out_dir=\$OUT --require_gpu --wall_seconds=$WALL_SECONDS${TRAIN_FLAGS:+ $TRAIN_FLAGS} 2>&1 | tee \$OUT/train.log"
 echo
 echo "device run (the tool 'run'; ${#COMMAND} characters):"
 "$PYTHON" -c 'import json, sys; print(json.dumps({"command": sys.argv[1], "carry": sys.argv[3:], "timeout_s": int(sys.argv[2])}, indent=1))' \

@@ -215,9 +215,11 @@ def test_tiny_pretrain_renders_its_corpus_first(tmp_path):
     # The prep script's render mode (no corpus argument): no arrays, the render command.
     done = run(["bash", PREP], {"SKIP_WHEELS": "1", "SKIP_EXCLUDE": "1",
                                 "RENDER_MINUTES": "60", "WHEEL_DIR": str(tmp_path / "whl"),
-                                "PYTHON": sys.executable}, timeout=60)
+                                "TRAIN_FLAGS": "--losses=clip", "PYTHON": sys.executable},
+               timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "gpu_pretrain_jax.py --render_minutes=60 " in done.stdout
+    assert "--wall_seconds=540 --losses=clip 2>&1" in done.stdout
     assert "--arrays_dir" not in done.stdout and '".gpu"' not in done.stdout
     call = json.loads(done.stdout[done.stdout.index("{"):])
     assert len(call["command"]) <= 2000 and call["timeout_s"] <= 600
