@@ -178,7 +178,9 @@ def read_layer_rows(paths, layer, aliases=None):
 
     Older CSVs lack the recipe and seed columns (their run reads "RECIPE seed N") and
     name a stage by its layer (pass `aliases`, e.g. {"block3a_project_bn": "stage3"} for
-    the x0.5 encoder). A row measured twice keeps the value of the later file."""
+    the x0.5 encoder). A `write_curve` CSV (no layer column) gives its log-mel rows only:
+    they see no encoder, so they belong at every layer. A row measured twice keeps the
+    value of the later file."""
     import csv
 
     aliases = aliases or {}
@@ -186,7 +188,10 @@ def read_layer_rows(paths, layer, aliases=None):
     for path in paths:
         with open(path, newline="") as f:
             for r in csv.DictReader(f):
-                if aliases.get(r["layer"], r["layer"]) != layer:
+                if "layer" not in r:
+                    if r["kind"] != "log-mel mean/std":
+                        continue
+                elif aliases.get(r["layer"], r["layer"]) != layer:
                     continue
                 recipe, seed = r.get("recipe"), r.get("seed")
                 if not recipe:
@@ -197,3 +202,54 @@ def read_layer_rows(paths, layer, aliases=None):
                 name = recipe if r["kind"] == "pre-trained" else r["kind"]
                 kept[(name, row["seed"], row["step"], row["task"], row["metric"])] = row
     return list(kept.values())
+
+
+REFERENCE_STYLES = (("random init (BN at init)", "--"), ("random init (BN calibrated)", "-."),
+                    ("log-mel mean/std", ":"))
+
+
+def write_layers_summary(rows, out, layer):
+    """OUT.md (`summary_table` of `read_layer_rows` rows) and OUT.png: each recipe's
+    learning curve at `layer`, mean over seeds with their standard deviation as error
+    bars, the references (mean over seeds) as horizontal lines."""
+    import statistics
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out + ".md", "w") as f:
+        f.write(f"Read at {layer}; mean ± std over seeds.\n\n" + summary_table(rows) + "\n")
+    metrics = sorted({(r["task"], r["metric"]) for r in rows})
+    recipes = sorted({r["recipe"] for r in rows if r["kind"] == "pre-trained"})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8),
+                             squeeze=False)
+    legend = {}
+    for ax, (task, metric) in zip(axes[0], metrics):
+        chosen = [r for r in rows if (r["task"], r["metric"]) == (task, metric)]
+        for color, recipe in enumerate(recipes):  # one colour per recipe on every panel
+            by_step = {}
+            for r in chosen:
+                if r["kind"] == "pre-trained" and r["recipe"] == recipe:
+                    by_step.setdefault(r["step"], []).append(r["value"])
+            steps = sorted(by_step)
+            means = [statistics.mean(by_step[s]) for s in steps]
+            stds = [statistics.stdev(by_step[s]) if len(by_step[s]) > 1 else 0.0
+                    for s in steps]
+            if steps:
+                legend[recipe] = ax.errorbar(steps, means, yerr=stds, marker="o",
+                                             markersize=3, capsize=2, color=f"C{color}")
+        for kind, style in REFERENCE_STYLES:
+            values = [r["value"] for r in chosen if r["kind"] == kind]
+            if values:
+                legend[kind] = ax.axhline(statistics.mean(values), linestyle=style,
+                                          color="grey")
+        ax.set_title(f"{task} {metric}", fontsize=9)
+        ax.set_xlabel("pre-training steps")
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=2, fontsize=7)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(legend) + 1) // 2), 1, 1))
+    fig.savefig(out + ".png", dpi=90)
+    plt.close(fig)
+    return out

@@ -30,7 +30,7 @@ import time
 from absl import app, flags
 
 from experiments.curve_tables import (checkpoint_at_step, read_layer_rows, run_label,
-                                      summary_table, write_curve, write_layers)
+                                      write_curve, write_layers, write_layers_summary)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "The run directory (train, curve).")
@@ -58,7 +58,8 @@ flags.DEFINE_integer("probe_epochs", 100, "Most epochs of each probe (curve).")
 flags.DEFINE_list("keep_steps", ["1000", "2000", "3000", "5000", "10000", "20000", "30000"],
                   "Checkpoints kept in RUN_DIR/kept/ for the learning curve (the run itself "
                   "keeps only its newest three) (train).")
-flags.DEFINE_list("inputs", None, "CSV files written by `layers` (layers_summary).")
+flags.DEFINE_list("inputs", None, "CSV files written by `layers`, and by `curve` for its "
+                  "log-mel rows (layers_summary).")
 flags.DEFINE_list("layer_aliases", [], "OLD=NEW layer names of older CSVs, e.g. "
                   "block3a_project_bn=stage3 for the x0.5 encoder (layers_summary).")
 flags.DEFINE_list("layers", ["stage3", "stage4", "stage6", "top"],
@@ -246,10 +247,8 @@ def main(argv):
             raise app.UsageError("layers_summary needs --inputs=A.csv,... and one --layers")
         rows = read_layer_rows(FLAGS.inputs, FLAGS.layers[0],
                                dict(a.split("=", 1) for a in FLAGS.layer_aliases))
-        with open(FLAGS.out + ".md", "w") as f:
-            f.write(f"Read at {FLAGS.layers[0]}; mean ± std over seeds.\n\n"
-                    + summary_table(rows) + "\n")
-        print(f"layers_summary: {FLAGS.out}.md")
+        out = write_layers_summary(rows, FLAGS.out, FLAGS.layers[0])
+        print(f"layers_summary: {out}.{{md,png}}")
         return
     if argv[1] == "layers":
         if not FLAGS.run_dirs:

@@ -132,6 +132,35 @@ def test_layer_rows_of_old_and_new_csvs_at_one_layer(tmp_path):
     assert "| clip | 2000 | 2 | 0.400 ± 0.141 |" in summary_table(rows)
 
 
+def test_layers_summary_takes_the_log_mel_rows_of_a_curve_csv_and_plots(tmp_path):
+    sys.path.insert(0, ROOT)
+    from experiments.curve_tables import read_layer_rows, write_layers_summary
+
+    layers = tmp_path / "layers.csv"
+    layers.write_text(
+        "run,recipe,seed,kind,step,layer,task,metric,value\n"
+        "clip seed 0,clip,0,pre-trained,2000,stage3,realistic_keywords,top1_acc,0.5\n"
+        "clip seed 1,clip,1,pre-trained,2000,stage3,realistic_keywords,top1_acc,0.7\n"
+        "clip seed 0,clip,0,pre-trained,4000,stage3,realistic_keywords,top1_acc,0.6\n"
+        "clip seed 0,clip,0,random init (BN at init),0,stage3,realistic_keywords,top1_acc,0.3\n")
+    curve = tmp_path / "long_run.csv"  # a `curve` CSV: no layer column
+    curve.write_text(
+        "run,recipe,seed,kind,step,task,metric,value\n"
+        "clip seed 0,clip,0,log-mel mean/std,0,realistic_keywords,top1_acc,0.45\n"
+        "clip seed 0,clip,0,pre-trained,2000,realistic_keywords,top1_acc,0.1\n")
+    rows = read_layer_rows([str(layers), str(curve)], "stage3")
+    assert sorted((r["kind"], r["step"], r["value"]) for r in rows) == [
+        ("log-mel mean/std", 0, 0.45), ("pre-trained", 2000, 0.5), ("pre-trained", 2000, 0.7),
+        ("pre-trained", 4000, 0.6), ("random init (BN at init)", 0, 0.3)]
+    out = write_layers_summary(rows, str(tmp_path / "docs" / "summary"), "stage3")
+    table = (tmp_path / "docs" / "summary.md").read_text()
+    assert table.startswith("Read at stage3")
+    assert "| clip | 2000 | 2 | 0.600 ± 0.141 |" in table
+    assert "| log-mel mean/std | 0 | 1 | 0.450 |" in table
+    assert (tmp_path / "docs" / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    assert out == str(tmp_path / "docs" / "summary")
+
+
 def test_run_labels_name_every_departure_from_the_loss_defaults():
     """Two recipes never share a label (`layers_summary` averages the rows of one label as
     seeds of one recipe)."""
