@@ -173,6 +173,25 @@ def write_layers(rows, out):
     return out
 
 
+def expand_inputs(items):
+    """`layers_summary`'s --inputs as paths: a glob pattern gives its files in natural
+    order (layers2.csv before layers10.csv), since a row measured twice keeps the later
+    file's value. Raises ValueError for a pattern that matches nothing."""
+    import glob
+    import re
+
+    def natural(path):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+    paths = []
+    for item in items:
+        found = sorted(glob.glob(item), key=natural) if glob.has_magic(item) else [item]
+        if not found:
+            raise ValueError(f"{item} matches no file")
+        paths += found
+    return paths
+
+
 def read_layer_rows(paths, layer, aliases=None):
     """The rows of `write_layers` CSVs read at `layer`, for `summary_table`.
 

@@ -29,8 +29,9 @@ import time
 
 from absl import app, flags
 
-from experiments.curve_tables import (checkpoint_at_step, read_layer_rows, run_label,
-                                      write_curve, write_layers, write_layers_summary)
+from experiments.curve_tables import (checkpoint_at_step, expand_inputs, read_layer_rows,
+                                      run_label, write_curve, write_layers,
+                                      write_layers_summary)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "The run directory (train, curve).")
@@ -59,7 +60,8 @@ flags.DEFINE_list("keep_steps", ["1000", "2000", "3000", "5000", "10000", "20000
                   "Checkpoints kept in RUN_DIR/kept/ for the learning curve (the run itself "
                   "keeps only its newest three) (train).")
 flags.DEFINE_list("inputs", None, "CSV files written by `layers`, and by `curve` for its "
-                  "log-mel rows (layers_summary).")
+                  "log-mel rows; glob patterns are expanded in natural order "
+                  "(layers_summary).")
 flags.DEFINE_list("layer_aliases", [], "OLD=NEW layer names of older CSVs, e.g. "
                   "block3a_project_bn=stage3 for the x0.5 encoder (layers_summary).")
 flags.DEFINE_list("layers", ["stage3", "stage4", "stage6", "top"],
@@ -245,7 +247,11 @@ def main(argv):
     if argv[1] == "layers_summary":  # mean +- std over seeds of `layers` CSVs at one layer
         if not FLAGS.inputs or len(FLAGS.layers) != 1:
             raise app.UsageError("layers_summary needs --inputs=A.csv,... and one --layers")
-        rows = read_layer_rows(FLAGS.inputs, FLAGS.layers[0],
+        try:
+            inputs = expand_inputs(FLAGS.inputs)
+        except ValueError as e:
+            raise app.UsageError(f"--inputs: {e}") from e
+        rows = read_layer_rows(inputs, FLAGS.layers[0],
                                dict(a.split("=", 1) for a in FLAGS.layer_aliases))
         out = write_layers_summary(rows, FLAGS.out, FLAGS.layers[0])
         print(f"layers_summary: {out}.{{md,png}}")

@@ -161,6 +161,19 @@ def test_layers_summary_takes_the_log_mel_rows_of_a_curve_csv_and_plots(tmp_path
     assert out == str(tmp_path / "docs" / "summary")
 
 
+def test_layers_summary_inputs_expand_globs_in_natural_order(tmp_path):
+    for name in ("layers10.csv", "layers2.csv", "layers9.csv"):
+        (tmp_path / name).write_text("")
+    sys.path.insert(0, ROOT)
+    from experiments.curve_tables import expand_inputs
+
+    assert [os.path.basename(p) for p in expand_inputs([str(tmp_path / "layers*.csv"),
+                                                        "other.csv"])] == [
+        "layers2.csv", "layers9.csv", "layers10.csv", "other.csv"]
+    with pytest.raises(ValueError, match="matches no file"):
+        expand_inputs([str(tmp_path / "nothing*.csv")])
+
+
 def test_run_labels_name_every_departure_from_the_loss_defaults():
     """Two recipes never share a label (`layers_summary` averages the rows of one label as
     seeds of one recipe)."""
