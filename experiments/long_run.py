@@ -12,6 +12,9 @@
     # which layer to embed: probes of the encoder cut at --layers, per checkpoint
     python -m experiments.long_run layers --run_dirs=runs/long/clip --curve_steps=0,4000 \
         --tasks=realistic_keywords,realistic_pitch --out=docs/results/layers
+    # every recipe's curve at one layer over those CSVs: mean +- std table and plot
+    python -m experiments.long_run layers_summary --layers=stage3 \
+        --inputs='docs/results/layers*.csv' --out=docs/results/layers_stage3_summary
 
 `train` is `msss_tf.training.pretrain.pretrain` with the recipe below and a checkpoint every
 `--steps_per_epoch` steps (`checkpoints/epoch-NNNN.keras`): the learning curve reads
