@@ -243,6 +243,12 @@ def layer_rows(run_dir, tasks, steps, layers):
     return rows
 
 
+def run_seed(run_dir):
+    from msss_tf.config import CONFIG_FILENAME, MSSSConfig
+
+    return MSSSConfig.load(os.path.join(run_dir, CONFIG_FILENAME)).seed
+
+
 def main(argv):
     if len(argv) != 2 or argv[1] not in ("train", "curve", "layers", "layers_summary"):
         raise app.UsageError(
@@ -263,10 +269,12 @@ def main(argv):
         if not FLAGS.run_dirs:
             raise app.UsageError("--run_dirs is required")
         steps = [int(v) for v in FLAGS.curve_steps]
-        rows = []
-        for i, run_dir in enumerate(FLAGS.run_dirs):
-            rows += layer_rows(run_dir, FLAGS.tasks, steps if i == 0 else
+        rows, seeds = [], set()
+        for run_dir in FLAGS.run_dirs:  # the untrained encoder once per seed, as in curve
+            seed = run_seed(run_dir)
+            rows += layer_rows(run_dir, FLAGS.tasks, steps if seed not in seeds else
                                [s for s in steps if s], FLAGS.layers)
+            seeds.add(seed)
         print(f"layers: {write_layers(rows, FLAGS.out)}.{{csv,md}}")
         return
     if argv[1] == "train":
@@ -281,9 +289,7 @@ def main(argv):
         for run_dir in FLAGS.run_dirs:
             # The untrained references (step 0) once per seed, from the first run of that
             # seed: the runs compared share the architecture; the seed sets the init.
-            from msss_tf.config import CONFIG_FILENAME, MSSSConfig
-
-            seed = MSSSConfig.load(os.path.join(run_dir, CONFIG_FILENAME)).seed
+            seed = run_seed(run_dir)
             rows += curve_rows(run_dir, FLAGS.tasks, steps if seed not in seeds else
                                [s for s in steps if s])
             seeds.add(seed)

@@ -61,6 +61,21 @@ def test_train_resumes_and_the_curve_probes_each_checkpoint(tmp_path):
         ("pre-trained", 2, "stage3")}
     assert "| clip+frame+pitch seed 0 | 2 | stage3 |" in open(f"{layers}.md").read()
 
+    # Another seed's run brings its own untrained encoder (the seed sets the init).
+    import json
+    import shutil
+
+    other = tmp_path / "run-seed1"
+    shutil.copytree(run, other)
+    config = json.loads((other / "msss_config.json").read_text())
+    (other / "msss_config.json").write_text(json.dumps({**config, "seed": 1}))
+    long_run("layers", f"--run_dirs={run},{other}", "--curve_steps=0", "--layers=stage3",
+             "--tasks=synthetic_scene", "--probe_epochs=2", f"--out={layers}-seeds")
+    rows = list(csv.DictReader(open(f"{layers}-seeds.csv")))
+    assert {(r["kind"], r["seed"]) for r in rows} == {
+        (kind, seed) for kind in ("random init (BN calibrated)", "random init (BN at init)")
+        for seed in ("0", "1")}
+
 
 def test_diagnose_reports_shortcuts_and_collapse():
     import numpy as np
