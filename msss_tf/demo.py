@@ -153,6 +153,12 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
         encoder_name="msss_trained", progress=False, print_table=False)
     print("[4/4] the same probes on the reference encoders"
           + (" and the shipped pre-trained checkpoint" if checkpoint else ""))
+    # The untrained references are the network of the encoder the table is about, before
+    # training: the shipped checkpoint's seed when it is shown.
+    reference_seed = checkpoint.config().seed if checkpoint else config.seed
+    if reference_seed != config.seed:
+        print(f"note: the untrained references are the shipped checkpoint's network before "
+              f"training (seed {reference_seed}); this run starts from seed {config.seed}")
     if realistic:
         calibration = realistic_calibration(config, os.path.join(model_dir, "calibration_corpus"))
     else:
@@ -165,12 +171,12 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
         # The like-for-like reference: batch-norm statistics estimated on the audio, as a
         # trained encoder's are; only the weights differ.
         ("random_init", "random init (BN calibrated)",
-         lambda: Embedder.random_init(config, seed=config.seed, layer=layer,
+         lambda: Embedder.random_init(config, seed=reference_seed, layer=layer,
                                       calibration_audio=calibration)),
         # Batch norm at its initial statistics: every block shrinks its input and the
         # network is in effect a random linear map of the log-mel patch (embed.py).
         ("random_init_bn_at_init", "random init (BN at init)",
-         lambda: Embedder.random_init(config, seed=config.seed, layer=layer)),
+         lambda: Embedder.random_init(config, seed=reference_seed, layer=layer)),
     ]
     if not realistic:
         columns = columns[1:]  # the synthetic tasks are solved by the log-mel average
@@ -227,6 +233,8 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
         "tasks": task_names,
         "layer": layer,
         "shipped_checkpoint": checkpoint.record["name"] if checkpoint else None,
+        "seed": config.seed,
+        "reference_seed": reference_seed,
         "pretrain_losses": {"untrained": before, "trained": after},
         "probes": {"trained": trained_rows, **reference_rows},
         "table": {"headers": ["task", "metric", *headers], "rows": table},

@@ -6,7 +6,10 @@ import os
 import pytest
 
 from msss_tf import demo
+from msss_tf.cli.demo import default_seed
 from msss_tf.data.realistic import deps
+from msss_tf.embedding import shipped
+from msss_tf.embedding.shipped import shipped_checkpoint
 
 HAVE_RENDERERS = all(importlib.util.find_spec(m) for m in
                      ("espeakng_loader", "tinysoundfont", "pretty_midi"))
@@ -37,6 +40,14 @@ def test_without_the_renderers_the_demo_falls_back_to_the_synthetic_tasks(monkey
         demo.run_demo(demo.demo_config(), "unused", tasks="realistic")
 
 
+def test_the_default_seed_is_the_shipped_checkpoints(tmp_path, monkeypatch):
+    # By default this run, the untrained references and the shipped encoder share a network.
+    assert default_seed(None) == shipped_checkpoint().record["config"]["seed"]
+    assert default_seed(5) == 5
+    monkeypatch.setattr(shipped, "CHECKPOINT_DIR", str(tmp_path / "none"))
+    assert default_seed(None) == 0  # no checkpoint: the synthetic demo's seed
+
+
 @pytest.mark.skipif(not HAVE_RENDERERS, reason="needs the corpus extra (docs/corpus.md)")
 def test_the_realistic_tasks_are_chosen_when_their_renderers_are_installed():
     tasks, why = demo.realistic_tasks(scale=0.25)
@@ -46,7 +57,7 @@ def test_the_realistic_tasks_are_chosen_when_their_renderers_are_installed():
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_RENDERERS, reason="needs the corpus extra (docs/corpus.md)")
 def test_the_realistic_demo_probes_every_encoder_and_exports(tmp_path, capsys):
-    config = demo.demo_config(batch_size=4)
+    config = demo.demo_config(batch_size=4, seed=7)
     summary = demo.run_demo(config, str(tmp_path / "run"), train_steps=2, synthetic_clips=16,
                             export_dir=str(tmp_path / "exported"), probe_epochs=2,
                             task_scale=0.25)
@@ -54,6 +65,8 @@ def test_the_realistic_demo_probes_every_encoder_and_exports(tmp_path, capsys):
     assert summary["tasks"] == list(demo.REALISTIC_TASKS)
     assert summary["shipped_checkpoint"] == "cola_realistic_x05"
     assert summary["layer"] == "stage3"
+    # The references are the shipped encoder's network before training, whatever --seed.
+    assert summary["reference_seed"] == shipped_checkpoint().config().seed
     headers = summary["table"]["headers"]
     assert headers[2:] == ["log-mel mean/std", "random init (BN calibrated)",
                            "random init (BN at init)", "this run (MSSS pre-trained)",
