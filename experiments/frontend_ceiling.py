@@ -52,13 +52,15 @@ def probe_front_ends(tasks, probes, front_ends, cache_dir, threads=0, scale=1.0)
     base = MSSSConfig(input_normalization="window_mean", log_offset=1e-3)  # the demo's
     loaded = [load_task(name, scale=scale, seed=0) for name in tasks]  # rendered once
     rows = []
-    for i, name in enumerate(front_ends):
+    for name in front_ends:
         config = base.replace(**FRONT_ENDS[name])
+        # The cache is keyed by the front end itself, so any subset of names reuses it.
+        key = f"mels{config.n_mels}-window{config.stft_window}-fft{config.fft_length}"
         for probe in probes:
             settings = ProbeSettings(probe=probe, learning_rates=(1e-3,), max_epochs=100,
                                      patience=10, batch_size=32, seed=0)
             result, _, _ = run_probes(LogMelStatsEmbedder(config), loaded, settings,
-                                      out_dir=os.path.join(cache_dir, f"{i}-{probe}"),
+                                      out_dir=os.path.join(cache_dir, f"{key}-{probe}"),
                                       export_dir=None, encoder_name=name, progress=False,
                                       print_table=False)
             rows += [{"front_end": name, "probe": probe, "task": r["task"],
