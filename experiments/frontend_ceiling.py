@@ -20,14 +20,22 @@ import os
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("tasks", ["realistic_pitch"], "Built-in tasks to probe.")
-flags.DEFINE_list("probes", ["linear"], "Probe kinds: linear and/or mlp.")
-flags.DEFINE_list("front_ends", None, "Names from FRONT_ENDS (default: all).")
-flags.DEFINE_string("out", "experiments/results/frontend_ceiling", "Prefix of OUT.{json,md}.")
-flags.DEFINE_string("cache_dir", "runs/frontend_ceiling", "Where the probes' embeddings and "
-                    "results are cached.")
-flags.DEFINE_float("scale", 1.0, "Size of the built-in tasks' splits (1: the documented sizes).")
-flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default).")
+
+
+def define_flags():
+    """The command's flags: defined when run, so that importing this module (tests)
+    never clashes with another experiment's flags of the same name."""
+    flags.DEFINE_list("tasks", ["realistic_pitch"], "Built-in tasks to probe.")
+    flags.DEFINE_list("probes", ["linear"], "Probe kinds: linear and/or mlp.")
+    flags.DEFINE_list("front_ends", None, "Names from FRONT_ENDS (default: all).")
+    flags.DEFINE_string("out", "experiments/results/frontend_ceiling",
+                        "Prefix of OUT.{json,md}.")
+    flags.DEFINE_string("cache_dir", "runs/frontend_ceiling", "Where the probes' embeddings and "
+                        "results are cached.")
+    flags.DEFINE_float("scale", 1.0,
+                       "Size of the built-in tasks' splits (1: the documented sizes).")
+    flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default).")
+
 
 # name -> MSSSConfig changes; the model's front end first.
 FRONT_ENDS = {
@@ -109,4 +117,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -35,18 +35,25 @@ from absl import app, flags
 from experiments.curve_tables import checkpoint_at_step, run_label
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("run_dirs", None, "Candidate long-run directories.")
-flags.DEFINE_integer("step", 8000, "Training step of the checkpoints to compare.")
-flags.DEFINE_string("layer", "stage3", "Layer the probes read (and the record recommends).")
-flags.DEFINE_string("name", "cola_realistic_x05", "Checkpoint name (file stem).")
-flags.DEFINE_string("label", None, "Short description for tables.")
-flags.DEFINE_string("commit", None, "Commit of the code that trained the runs.")
-flags.DEFINE_string("corpus_command", None, "The command that built the corpus.")
-flags.DEFINE_string("out_dir", None, "Default: msss_tf/checkpoints.")
-flags.DEFINE_list("tasks", ["realistic_keywords", "realistic_pitch", "realistic_events"],
-                  "Tasks whose first metric's validation score chooses the run.")
-flags.DEFINE_enum("rule", "valid_mean", ["margin", "valid_mean"], "How the run is chosen "
-                  "(module docstring).")
+
+
+def define_flags():
+    """The command's flags: defined when run, so that importing this module (tests)
+    never clashes with another experiment's flags of the same name."""
+    flags.DEFINE_list("run_dirs", None, "Candidate long-run directories.")
+    flags.DEFINE_integer("step", 8000, "Training step of the checkpoints to compare.")
+    flags.DEFINE_string("layer", "stage3",
+                        "Layer the probes read (and the record recommends).")
+    flags.DEFINE_string("name", "cola_realistic_x05", "Checkpoint name (file stem).")
+    flags.DEFINE_string("label", None, "Short description for tables.")
+    flags.DEFINE_string("commit", None, "Commit of the code that trained the runs.")
+    flags.DEFINE_string("corpus_command", None, "The command that built the corpus.")
+    flags.DEFINE_string("out_dir", None, "Default: msss_tf/checkpoints.")
+    flags.DEFINE_list("tasks", ["realistic_keywords", "realistic_pitch", "realistic_events"],
+                      "Tasks whose first metric's validation score chooses the run.")
+    flags.DEFINE_enum("rule", "valid_mean", ["margin", "valid_mean"], "How the run is chosen "
+                      "(module docstring).")
+
 
 FIRST_METRIC = {"realistic_keywords": "top1_acc", "realistic_pitch": "pitch_acc",
                 "realistic_events": "event_onset_fscore"}
@@ -184,4 +191,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
