@@ -93,13 +93,15 @@ def validation_margin(candidate, tasks):
                for form in REFERENCES for key, value in mine.items())
 
 
-def choose(candidates, rule, tasks):
+# The candidate field each rule maximises (computed once per candidate in `main`).
+RULE_KEYS = {"margin": "valid_margin", "valid_mean": "valid_mean"}
+
+
+def choose(candidates, rule):
     """The chosen candidate under `rule` ("margin" or "valid_mean"); ties go to the first."""
-    if rule == "margin":
-        return max(candidates, key=lambda c: validation_margin(c, tasks))
-    if rule == "valid_mean":
-        return max(candidates, key=lambda c: c["valid_mean"])
-    raise ValueError(f"rule={rule!r}: must be 'margin' or 'valid_mean'")
+    if rule not in RULE_KEYS:
+        raise ValueError(f"rule={rule!r}: must be 'margin' or 'valid_mean'")
+    return max(candidates, key=lambda c: c[RULE_KEYS[rule]])
 
 
 SELECTION = {
@@ -137,7 +139,7 @@ def main(argv):
                            "scores": scores, "references": references})
     for c in candidates:
         c["valid_margin"] = validation_margin(c, FLAGS.tasks)
-    chosen = choose(candidates, FLAGS.rule, FLAGS.tasks)
+    chosen = choose(candidates, FLAGS.rule)
     model = load_msss_model(checkpoint_file(chosen["run_dir"], FLAGS.step))
     out_dir = FLAGS.out_dir or CHECKPOINT_DIR
     os.makedirs(out_dir, exist_ok=True)
