@@ -24,26 +24,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("budget", "default", "smoke | default | a JSON file of "
-                    "experiments.study.Budget fields (\"base\": NAME overrides a named "
-                    "budget).")
-flags.DEFINE_integer("seeds", None, "Seeds 0..N-1 per configuration (default: the budget's "
-                     "default_seeds: 1 for smoke, 3 for default).")
-flags.DEFINE_string("out_dir", None, "The study directory (resumed when it exists).")
-flags.DEFINE_string("data_dir", None, "Optional: where the real tasks' data is (tfds data_dir "
-                    "for speech_commands / nsynth, the folder holding the HEAR "
-                    "dcase2016_task2-hear2021-full folder); those found are probed too.")
-flags.DEFINE_list("configs", None, "Optional subset of: clip, clip_frame, clip_pitch, all, "
-                  "all_cosine, random_init, logmel (default: all of them).")
-flags.DEFINE_list("tasks", None, "Optional explicit task list (default: the three built-in "
-                  "tasks plus the real ones found under --data_dir).")
-flags.DEFINE_string("docs", None, "Optional: also render this page (e.g. docs/results.md) "
-                    "from the study; its lead-notes block is kept.")
-flags.DEFINE_integer("jobs", 0, "Runs at a time, each in its own worker process (0: the "
-                     "budget's default: 2 for smoke, whose tiny tensors keep TensorFlow on one "
-                     "core; 1 otherwise). Numbers do not depend on it, only wall time.")
-flags.DEFINE_boolean("report_only", False, "Only (re)write the report (and --docs) from the "
-                     "finished runs of --out_dir; train nothing.")
+
+
+def define_flags():
+    """The command's flags: defined when run, so that importing this module (tests)
+    never clashes with another experiment's flags of the same name."""
+    flags.DEFINE_string("budget", "default", "smoke | default | a JSON file of "
+                        "experiments.study.Budget fields (\"base\": NAME overrides a named "
+                        "budget).")
+    flags.DEFINE_integer("seeds", None, "Seeds 0..N-1 per configuration (default: the budget's "
+                         "default_seeds: 1 for smoke, 3 for default).")
+    flags.DEFINE_string("out_dir", None, "The study directory (resumed when it exists).")
+    flags.DEFINE_string("data_dir", None, "Optional: where the real tasks' data is (tfds data_dir "
+                        "for speech_commands / nsynth, the folder holding the HEAR "
+                        "dcase2016_task2-hear2021-full folder); those found are probed too.")
+    flags.DEFINE_list("configs", None, "Optional subset of: clip, clip_frame, clip_pitch, all, "
+                      "all_cosine, random_init, logmel (default: all of them).")
+    flags.DEFINE_list("tasks", None, "Optional explicit task list (default: the three built-in "
+                      "tasks plus the real ones found under --data_dir).")
+    flags.DEFINE_string("docs", None, "Optional: also render this page (e.g. docs/results.md) "
+                        "from the study; its lead-notes block is kept.")
+    flags.DEFINE_integer("jobs", 0, "Runs at a time, each in its own worker process (0: the "
+                         "budget's default: 2 for smoke, whose tiny tensors keep TensorFlow "
+                         "on one core; 1 otherwise). Numbers do not depend on it, only wall "
+                         "time.")
+    flags.DEFINE_boolean("report_only", False, "Only (re)write the report (and --docs) from the "
+                         "finished runs of --out_dir; train nothing.")
 
 
 def main(argv):
@@ -68,4 +74,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -27,11 +27,16 @@ import os
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Run directory written by experiments.long_run train.")
-flags.DEFINE_list("steps", None, "Checkpoint steps to diagnose (0: the untrained model).")
-flags.DEFINE_integer("pairs", 128, "Held-out segment pairs.")
-flags.DEFINE_integer("batch", 16, "Batch of the contrastive losses (the negatives).")
-flags.DEFINE_string("out", None, "JSON file for the figures.")
+
+
+def define_flags():
+    """The command's flags: defined when run, so that importing this module (tests)
+    never clashes with another experiment's flags of the same name."""
+    flags.DEFINE_string("run_dir", None, "Run directory written by experiments.long_run train.")
+    flags.DEFINE_list("steps", None, "Checkpoint steps to diagnose (0: the untrained model).")
+    flags.DEFINE_integer("pairs", 128, "Held-out segment pairs.")
+    flags.DEFINE_integer("batch", 16, "Batch of the contrastive losses (the negatives).")
+    flags.DEFINE_string("out", None, "JSON file for the figures.")
 
 
 def effective_rank(x):
@@ -139,4 +144,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -37,14 +37,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "A run directory or model file (msss-tf pretrain).")
-flags.DEFINE_integer("steps", 600, "Fine-tuning steps.")
-flags.DEFINE_integer("batch_size", 32, "Windows per step.")
-flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
-flags.DEFINE_integer("reobserve_every", 25, "Steps between re-observations of the ranges.")
-flags.DEFINE_integer("train_windows", 2048, "Distillation windows (synthetic corpus).")
-flags.DEFINE_string("out", None, "Optional JSON file for the results.")
-flags.mark_flag_as_required("model_dir")
+
+
+def define_flags():
+    """The command's flags: defined when run, so that importing this module (tests)
+    never clashes with another experiment's flags of the same name."""
+    flags.DEFINE_string("model_dir", None, "A run directory or model file (msss-tf pretrain).")
+    flags.DEFINE_integer("steps", 600, "Fine-tuning steps.")
+    flags.DEFINE_integer("batch_size", 32, "Windows per step.")
+    flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
+    flags.DEFINE_integer("reobserve_every", 25, "Steps between re-observations of the ranges.")
+    flags.DEFINE_integer("train_windows", 2048, "Distillation windows (synthetic corpus).")
+    flags.DEFINE_string("out", None, "Optional JSON file for the results.")
+    flags.mark_flag_as_required("model_dir")
 
 
 def build_student(teacher):
@@ -241,4 +246,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -37,41 +37,46 @@ from experiments.curve_tables import (checkpoint_at_step, expand_inputs, read_la
                                       write_layers_summary)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "The run directory (train, curve).")
-flags.DEFINE_string("corpus_dir", None, "Corpus folder written by `msss-tf corpus`: "
-                    "manifest.json, audio/ and shards/ (train).")
-flags.DEFINE_list("losses", ["clip", "frame", "pitch"], "Losses (train).")
-flags.DEFINE_integer("seed", 0, "Seed of the run (train).")
-flags.DEFINE_integer("train_steps", 30000, "Total optimiser steps (train).")
-flags.DEFINE_integer("steps_per_epoch", 250, "Steps between checkpoints (train).")
-flags.DEFINE_integer("batch_size", 16, "Clips per batch (train).")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (train).")
-flags.DEFINE_float("width_coefficient", 0.5, "Encoder width (train).")
-flags.DEFINE_float("depth_coefficient", 0.5, "Encoder depth (train).")
-flags.DEFINE_multi_string("set", [], "Other MSSSConfig fields, name=JSON value (train).")
-flags.DEFINE_list("run_dirs", None, "Runs to probe and plot together; the untrained "
-                  "references come from the first (curve).")
-flags.DEFINE_list("curve_steps", ["0", "1000", "3000", "10000", "30000"], "Steps at which to "
-                  "probe each run; 0 is the untrained encoder. Steps without a checkpoint "
-                  "yet are left for a later call (curve).")
-flags.DEFINE_list("tasks", ["realistic_keywords", "realistic_pitch", "realistic_events"],
-                  "Downstream tasks (curve).")
-flags.DEFINE_string("out", "docs/results/long_run", "Prefix of the CSV, Markdown table and "
-                    "plot (curve).")
-flags.DEFINE_integer("probe_epochs", 100, "Most epochs of each probe (curve).")
-flags.DEFINE_list("keep_steps", ["1000", "2000", "3000", "5000", "10000", "20000", "30000"],
-                  "Checkpoints kept in RUN_DIR/kept/ for the learning curve (the run itself "
-                  "keeps only its newest three) (train).")
-flags.DEFINE_list("inputs", None, "CSV files written by `layers`, and by `curve` for its "
-                  "log-mel rows; glob patterns are expanded in natural order "
-                  "(layers_summary).")
-flags.DEFINE_list("layer_aliases", [], "OLD=NEW layer names of older CSVs, e.g. "
-                  "block3a_project_bn=stage3 for the x0.5 encoder (layers_summary).")
-flags.DEFINE_list("layers", ["stage3", "stage4", "stage6", "top"],
-                  "Where to read the embeddings: EfficientNet stages (stage1..stage7, top) "
-                  "or layer names of its body, frequency flattened (layers).")
-flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default); "
-                     "1 lets two runs share 2 cores without contention (train).")
+
+
+def define_flags():
+    """The command's flags: defined when run, so that importing this module (tests)
+    never clashes with another experiment's flags of the same name."""
+    flags.DEFINE_string("run_dir", None, "The run directory (train, curve).")
+    flags.DEFINE_string("corpus_dir", None, "Corpus folder written by `msss-tf corpus`: "
+                        "manifest.json, audio/ and shards/ (train).")
+    flags.DEFINE_list("losses", ["clip", "frame", "pitch"], "Losses (train).")
+    flags.DEFINE_integer("seed", 0, "Seed of the run (train).")
+    flags.DEFINE_integer("train_steps", 30000, "Total optimiser steps (train).")
+    flags.DEFINE_integer("steps_per_epoch", 250, "Steps between checkpoints (train).")
+    flags.DEFINE_integer("batch_size", 16, "Clips per batch (train).")
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (train).")
+    flags.DEFINE_float("width_coefficient", 0.5, "Encoder width (train).")
+    flags.DEFINE_float("depth_coefficient", 0.5, "Encoder depth (train).")
+    flags.DEFINE_multi_string("set", [], "Other MSSSConfig fields, name=JSON value (train).")
+    flags.DEFINE_list("run_dirs", None, "Runs to probe and plot together; the untrained "
+                      "references come from the first (curve).")
+    flags.DEFINE_list("curve_steps", ["0", "1000", "3000", "10000", "30000"], "Steps at which to "
+                      "probe each run; 0 is the untrained encoder. Steps without a checkpoint "
+                      "yet are left for a later call (curve).")
+    flags.DEFINE_list("tasks", ["realistic_keywords", "realistic_pitch", "realistic_events"],
+                      "Downstream tasks (curve).")
+    flags.DEFINE_string("out", "docs/results/long_run", "Prefix of the CSV, Markdown table and "
+                        "plot (curve).")
+    flags.DEFINE_integer("probe_epochs", 100, "Most epochs of each probe (curve).")
+    flags.DEFINE_list("keep_steps", ["1000", "2000", "3000", "5000", "10000", "20000", "30000"],
+                      "Checkpoints kept in RUN_DIR/kept/ for the learning curve (the run itself "
+                      "keeps only its newest three) (train).")
+    flags.DEFINE_list("inputs", None, "CSV files written by `layers`, and by `curve` for its "
+                      "log-mel rows; glob patterns are expanded in natural order "
+                      "(layers_summary).")
+    flags.DEFINE_list("layer_aliases", [], "OLD=NEW layer names of older CSVs, e.g. "
+                      "block3a_project_bn=stage3 for the x0.5 encoder (layers_summary).")
+    flags.DEFINE_list("layers", ["stage3", "stage4", "stage6", "top"],
+                      "Where to read the embeddings: EfficientNet stages (stage1..stage7, top) "
+                      "or layer names of its body, frequency flattened (layers).")
+    flags.DEFINE_integer("threads", 0, "TensorFlow intra-op threads (0: TensorFlow's default); "
+                         "1 lets two runs share 2 cores without contention (train).")
 
 
 def recipe_config(losses, seed, overrides=()):
@@ -297,4 +302,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
