@@ -210,9 +210,9 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
     wins = win_counts(table, headers, len(task_names))
     for line in wins:
         print(line)
-    if not checkpoint:
-        print("(a task counts when any of its metrics is higher; at the demo's few hundred "
-              "steps on synthetic tones pre-training is not expected to lead: docs/results.md)")
+    print("(a task counts when its first metric is strictly higher"
+          + ("; at the demo's few hundred steps on synthetic tones pre-training is not "
+             "expected to lead: docs/results.md)" if not checkpoint else ")"))
     encoder_export = None
     if export_dir:
         from msss_tf.export import CLASSIFIER_TFLITE, TFLITE_DIR, export_encoder
@@ -251,17 +251,21 @@ def run_demo(config: MSSSConfig, model_dir: str, train_steps: int = 120, synthet
 def win_counts(table, headers, num_tasks):
     """Lines "<pre-trained column> beats <reference column> on k of n tasks: ...".
 
-    `table` rows are (task, metric, *values in `headers` order); a task counts when any
-    of its metrics is higher. Pre-trained columns are those whose header says
-    "pre-trained"; every other column is a reference.
+    `table` rows are (task, metric, *values in `headers` order). A task counts when its
+    first metric (the headline one: pitch_acc before chroma_acc) is strictly higher, so
+    a tie, or a lead on a secondary metric alone, is not a win. Pre-trained columns are
+    those whose header says "pre-trained"; every other column is a reference.
     """
+    headline = {}
+    for row in table:
+        headline.setdefault(row[0], row)
     trained = [i for i, h in enumerate(headers) if "pre-trained" in h]
     lines = []
     for t in trained:
         for r, label in enumerate(headers):
             if r in trained:
                 continue
-            wins = sorted({row[0] for row in table if row[2 + t] > row[2 + r]})
+            wins = sorted(task for task, row in headline.items() if row[2 + t] > row[2 + r])
             lines.append(f"{headers[t]} beats {label} on {len(wins)} of {num_tasks} tasks"
                          f"{': ' + ', '.join(wins) if wins else ''}")
     return lines

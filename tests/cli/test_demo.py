@@ -15,16 +15,16 @@ HAVE_RENDERERS = all(importlib.util.find_spec(m) for m in
                      ("espeakng_loader", "tinysoundfont", "pretty_midi"))
 
 
-def test_win_counts_compare_every_pre_trained_column_with_every_reference():
+def test_win_counts_compare_every_pre_trained_column_with_every_reference_by_headline_metric():
     headers = ["log-mel", "untrained", "this run (MSSS pre-trained)", "shipped pre-trained"]
     table = [("keywords", "top1_acc", 0.4, 0.3, 0.2, 0.6),
-             ("pitch", "pitch_acc", 0.6, 0.6, 0.1, 0.5),
-             ("pitch", "chroma_acc", 0.6, 0.6, 0.1, 0.7),  # any metric of a task counts
+             ("pitch", "pitch_acc", 0.6, 0.5, 0.1, 0.6),  # the headline metric decides:
+             ("pitch", "chroma_acc", 0.6, 0.5, 0.1, 0.7),  # chroma alone is not a win
              ("events", "onset_f", 0.3, 0.3, 0.4, 0.3)]  # a tie is not a win
     assert demo.win_counts(table, headers, 3) == [
         "this run (MSSS pre-trained) beats log-mel on 1 of 3 tasks: events",
         "this run (MSSS pre-trained) beats untrained on 1 of 3 tasks: events",
-        "shipped pre-trained beats log-mel on 2 of 3 tasks: keywords, pitch",
+        "shipped pre-trained beats log-mel on 1 of 3 tasks: keywords",
         "shipped pre-trained beats untrained on 2 of 3 tasks: keywords, pitch",
     ]
 
