@@ -27,8 +27,9 @@ def checkpoint_at_step(run_dir, step, steps_per_epoch):
 
 def run_label(config):
     """(run, recipe): "clip+frame+pitch (frame negatives: batch) seed 0" and the same
-    without the seed. Every loss setting that departs from the defaults is named, so
-    runs of different recipes never share a row of `layers_summary`."""
+    without the seed. Every loss setting that departs from the defaults is named, and a
+    front end other than the paper's, so runs of different recipes never share a row of
+    `layers_summary`."""
     from msss_tf.config import MSSSConfig
 
     default = MSSSConfig()
@@ -44,6 +45,10 @@ def run_label(config):
     if config.needs_shifted_view and (config.pitch_ratio_min, config.pitch_ratio_max) != (
             default.pitch_ratio_min, default.pitch_ratio_max):
         notes.append(f"pitch shift {config.pitch_ratio_min:g}-{config.pitch_ratio_max:g}")
+    front_end = ("n_mels", "stft_window", "fft_length")
+    if any(getattr(config, f) != getattr(default, f) for f in front_end):
+        notes.append(f"{config.n_mels} bands, {1000 * config.stft_window / config.sample_rate:g}"
+                     f" ms window")
     recipe = "+".join(config.losses) + (f" ({', '.join(notes)})" if notes else "")
     return f"{recipe} seed {config.seed}", recipe
 

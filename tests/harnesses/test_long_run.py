@@ -207,6 +207,9 @@ def test_run_labels_name_every_departure_from_the_loss_defaults():
                       "clip+frame+pitch (frame negatives: batch, pitch shift 0.985-1.015)"}
     # Settings of a loss that is off do not count.
     assert run_label(MSSSConfig(losses=("clip",), lambda_pitch=0.1))[1] == "clip"
+    # A front end other than the paper's is another recipe.
+    hires = MSSSConfig(losses=("clip",), n_mels=128, stft_window=1024, fft_length=1024)
+    assert run_label(hires)[1] == "clip (128 bands, 64 ms window)"
 
 
 def test_checkpoint_at_step_prefers_kept_milestones_and_refuses_off_epoch_steps(tmp_path):
