@@ -18,7 +18,7 @@ def test_every_experiment_module_imports_beside_the_others():
     code = ("import importlib, pkgutil, experiments\n"
             "for m in pkgutil.iter_modules(experiments.__path__):\n"
             "    importlib.import_module('experiments.' + m.name)\n"
-            "print('imported', len(list(pkgutil.iter_modules(experiments.__path__))))\n")
+            "print('imported')\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
