@@ -29,7 +29,8 @@ setup(
     ],
     extras_require={
         # jax: the cross-backend tests train the same model with KERAS_BACKEND=jax on CPU.
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "jax[cpu]>=0.10.2,<0.11"],
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "hypothesis>=6.100,<7",
+                 "jax[cpu]>=0.10.2,<0.11"],
         # Training on the JAX backend (GPU hosts install their own jax build).
         "jax": ["jax>=0.10.2,<0.13"],
         # Kept so that older install lines keep working; their packages are now required.
